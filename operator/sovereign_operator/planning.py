@@ -109,7 +109,7 @@ def plan(name: str, namespace: str, spec: ModelDeploymentSpec, facts: ClusterFac
     if layout_problems:
         raise InvalidSpec(layout_problems)
     pod = _pod_resources(spec, spec.resources.gpus // pods)
-    engine = _engine_launch(name, spec, tensor, pipeline)
+    engine = _engine_launch(name, spec, tensor, pipeline, facts)
     image = spec.engine.image or facts.default_image
     return ServingPlan(
         name=name,
@@ -191,7 +191,7 @@ def _check_trust_remote_code(spec: ModelDeploymentSpec, facts: ClusterFacts) -> 
             "ModelPolicy sets allowTrustRemoteCode: true",
         )
         for index, token in enumerate(spec.engine.extra_args)
-        if token == TRUST_REMOTE_CODE or token.startswith(TRUST_REMOTE_CODE + "=")
+        if _is_trust_remote_code(token)
     ]
 
 
@@ -309,10 +309,17 @@ def _pod_resources(spec: ModelDeploymentSpec, gpus_per_pod: int) -> PodResources
     )
 
 
+def _is_trust_remote_code(token: str) -> bool:
+    return token == TRUST_REMOTE_CODE or token.startswith(TRUST_REMOTE_CODE + "=")
+
+
 def _engine_launch(
-    name: str, spec: ModelDeploymentSpec, tensor: int, pipeline: int
+    name: str, spec: ModelDeploymentSpec, tensor: int, pipeline: int, facts: ClusterFacts
 ) -> EngineLaunch:
     engine = spec.engine
+    # --trust-remote-code asked for in extraArgs (and allowed by policy, else planning
+    # refused it) becomes the launch's own setting, so the flag appears exactly once.
+    trusted = facts.allow_trust_remote_code and any(map(_is_trust_remote_code, engine.extra_args))
     return EngineLaunch(
         served_name=spec.model.served_name or name,
         tensor_parallel_size=tensor,
@@ -323,8 +330,8 @@ def _engine_launch(
         quantization=engine.quantization,
         gpu_memory_utilization=engine.gpu_memory_utilization,
         enable_expert_parallel=engine.expert_parallel,
-        trust_remote_code=False,
-        extra_args=tuple(engine.extra_args),
+        trust_remote_code=trusted,
+        extra_args=tuple(t for t in engine.extra_args if not _is_trust_remote_code(t)),
     )
 
 

@@ -126,7 +126,8 @@ def test_refusals_name_the_field_and_the_fix(
 def test_trust_remote_code_allowed_by_policy_is_kept() -> None:
     facts = ClusterFacts(gpus_per_node_by_type={H100: 8}, allow_trust_remote_code=True)
     result = plan("m", "ns", spec(1, engine={"extraArgs": ["--trust-remote-code"]}), facts)
-    assert "--trust-remote-code" in result.engine.extra_args
+    assert result.engine.trust_remote_code
+    assert "--trust-remote-code" not in result.engine.extra_args
 
 
 def test_name_longer_than_40_is_refused() -> None:
