@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from sovereign_operator.api.base import MAX_NAME_LENGTH
+from sovereign_operator.api.base import MAX_NAME_LENGTH, NAME_PATTERN
 from sovereign_operator.api.model_deployment import (
+    EgressMode,
     EngineKind,
     ModelDeploymentSpec,
     ModelTask,
@@ -98,6 +100,7 @@ def plan(name: str, namespace: str, spec: ModelDeploymentSpec, facts: ClusterFac
         *_check_engine_task(spec),
         *_check_source(spec),
         *_check_trust_remote_code(spec, facts),
+        *_check_network(spec),
     ]
     gpus_per_node, node_problems = _gpus_per_node(spec, facts)
     problems += node_problems
@@ -134,6 +137,32 @@ def _check_name(name: str) -> list[FieldProblem]:
             FieldProblem(
                 "metadata.name",
                 f"is {len(name)} characters; at most {MAX_NAME_LENGTH} so derived child names fit",
+            )
+        ]
+    if not re.match(NAME_PATTERN, name):
+        return [
+            FieldProblem(
+                "metadata.name",
+                f"{name!r} must start with a letter and hold only lowercase letters, digits "
+                "and '-', because it names the model's Service",
+            )
+        ]
+    return []
+
+
+def _check_network(spec: ModelDeploymentSpec) -> list[FieldProblem]:
+    source = parse_model_source(spec.model.source)
+    network = spec.network
+    if (
+        source.scheme is Scheme.S3
+        and network.egress is EgressMode.MODEL_STORE
+        and not network.model_store_cidrs
+    ):
+        return [
+            FieldProblem(
+                "spec.network.modelStoreCidrs",
+                "an s3:// source is fetched over the network: list the model store's address "
+                "blocks here, or the NetworkPolicy blocks the fetch",
             )
         ]
     return []

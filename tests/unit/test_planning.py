@@ -160,3 +160,16 @@ def test_template_hash_ignores_replicas_but_not_the_model() -> None:
     assert plan("m", "ns", spec(1, replicas=3), CLUSTER).template_hash == base
     other = spec(1, model={"source": "pvc://models/other", "digest": DIGEST})
     assert plan("m", "ns", other, CLUSTER).template_hash != base
+
+
+def test_name_must_be_a_dns_1035_label() -> None:
+    with pytest.raises(InvalidSpec, match="must start with a letter"):
+        plan("8b-model", "ns", spec(1), CLUSTER)
+
+
+def test_s3_source_with_model_store_egress_needs_its_address_blocks() -> None:
+    s3 = {"source": "s3://models/llama", "digest": DIGEST, "s3": {"endpoint": "https://minio:9000"}}
+    with pytest.raises(InvalidSpec, match="modelStoreCidrs"):
+        plan("m", "ns", spec(1, model=s3), CLUSTER)
+    fine = spec(1, model=s3, network={"modelStoreCidrs": ["10.0.0.0/24"]})
+    assert plan("m", "ns", fine, CLUSTER).source.authority == "models"

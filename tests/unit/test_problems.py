@@ -46,3 +46,38 @@ def test_list_items_are_indexed() -> None:
             prefix="spec",
         )
     assert caught.value.problems[0].path == "spec.placement.tolerations[0].operator"
+
+
+@pytest.mark.parametrize(
+    ("toleration", "message"),
+    [
+        ({"operator": "Exists", "key": "k", "value": "v"}, "takes no value"),
+        ({"operator": "Equal"}, "needs a key"),
+        (
+            {"key": "k", "tolerationSeconds": 5, "effect": "NoSchedule"},
+            "only applies to effect NoExecute",
+        ),
+    ],
+)
+def test_tolerations_follow_the_core_api_rules(toleration: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        parse(
+            ModelDeploymentSpec,
+            {
+                "model": {"source": "pvc://s/m", "digest": DIGEST},
+                "resources": {"gpus": 1},
+                "placement": {"tolerations": [toleration]},
+            },
+        )
+
+
+def test_an_empty_ingress_source_is_refused() -> None:
+    with pytest.raises(InvalidSpec, match="admits nobody"):
+        parse(
+            ModelDeploymentSpec,
+            {
+                "model": {"source": "pvc://s/m", "digest": DIGEST},
+                "resources": {"gpus": 1},
+                "network": {"ingress": [{}]},
+            },
+        )

@@ -13,6 +13,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # StatefulSet name (<= 52 so its pods' controller-revision-hash label fits 63), a
 # Service name (DNS-1035, <= 63) and label values (<= 63) with our suffixes appended.
 MAX_NAME_LENGTH = 40
+# Derived Service names must be DNS-1035 labels: start with a letter.
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
 class ApiModel(BaseModel):

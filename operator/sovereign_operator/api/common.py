@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
 
 from sovereign_operator.api.base import ApiModel
 
@@ -60,6 +60,19 @@ Quantity = Annotated[
     Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
 ]
 """A Kubernetes resource quantity, kept as the user wrote it."""
+
+
+def at_most(limit: str) -> AfterValidator:
+    """A validator refusing quantities above `limit` (e.g. '16Ti'): absurd sizes are typos."""
+    ceiling = parse_quantity(limit)
+
+    def check(text: str | None) -> str | None:
+        if text is not None and parse_quantity(text) > ceiling:
+            raise ValueError(f"{text} is more than any node offers; at most {limit}")
+        return text
+
+    return AfterValidator(check)
+
 
 _LABEL_NAME = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -125,6 +138,18 @@ class Toleration(ApiModel):
     toleration_seconds: int | None = Field(
         default=None, ge=0, description="How long a NoExecute taint is tolerated."
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        # The same rules the core API applies; checked here so a bad toleration is refused
+        # at admission, not when the operator applies the Deployment.
+        if self.operator == "Exists" and self.value:
+            raise ValueError("operator Exists takes no value; remove value or use Equal")
+        if self.operator == "Equal" and self.key is None:
+            raise ValueError("operator Equal needs a key; use Exists to tolerate every taint")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds only applies to effect NoExecute")
+        return self
 
 
 class ConditionType(StrEnum):

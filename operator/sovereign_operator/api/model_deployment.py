@@ -12,7 +12,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from sovereign_operator.api.base import ApiModel
@@ -24,6 +31,7 @@ from sovereign_operator.api.common import (
     LabelValue,
     Quantity,
     Toleration,
+    at_most,
 )
 from sovereign_worker.extra_args import validate_extra_args
 from sovereign_worker.sources import Scheme, SourceError, parse_model_source
@@ -115,7 +123,7 @@ class ModelCache(ApiModel):
         default=None,
         description="A PersistentVolumeClaim to cache into; needed for models that do not fit an emptyDir.",
     )
-    size_limit: Quantity | None = Field(
+    size_limit: Annotated[Quantity | None, at_most("1Ei")] = Field(
         default=None,
         description="The size limit of the emptyDir cache used when no claim is named.",
     )
@@ -242,12 +250,13 @@ class EngineSpec(ApiModel):
         description="Extra environment variables; the offline and telemetry variables cannot be overridden.",
     )
 
-    @model_validator(mode="after")
-    def _env_is_safe(self) -> EngineSpec:
-        problems = validate_env([(e.name, e.value) for e in self.env])
+    @field_validator("env")
+    @classmethod
+    def _env_is_safe(cls, env: list[EnvVar]) -> list[EnvVar]:
+        problems = validate_env([(e.name, e.value) for e in env])
         if problems:
-            raise ValueError("env: " + "; ".join(problems))
-        return self
+            raise ValueError("; ".join(problems))
+        return env
 
 
 class ResourcesSpec(ApiModel):
@@ -268,9 +277,13 @@ class ResourcesSpec(ApiModel):
         le=64,
         description="GPUs a node of this type offers; read from the cluster's nodes when not set.",
     )
-    cpu: Quantity | None = Field(default=None, description="CPU request per engine pod.")
-    memory: Quantity | None = Field(default=None, description="Memory request per engine pod.")
-    shared_memory: Quantity | None = Field(
+    cpu: Annotated[Quantity | None, at_most("1024")] = Field(
+        default=None, description="CPU request per engine pod."
+    )
+    memory: Annotated[Quantity | None, at_most("64Ti")] = Field(
+        default=None, description="Memory request per engine pod."
+    )
+    shared_memory: Annotated[Quantity | None, at_most("16Ti")] = Field(
         default=None, description="Size of /dev/shm (a memory emptyDir) per engine pod."
     )
 
@@ -391,6 +404,14 @@ class IngressSource(ApiModel):
         Annotated[str, StringConstraints(max_length=43, pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")]
         | None
     ) = Field(default=None, description="An address block, e.g. 10.20.0.0/16.")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> IngressSource:
+        if self.namespace_selector is None and self.pod_selector is None and self.cidr is None:
+            raise ValueError(
+                "name namespaceSelector, podSelector or cidr; an empty source admits nobody"
+            )
+        return self
 
 
 class NetworkSpec(ApiModel):

@@ -1,0 +1,1 @@
+"""The `sovereign` subcommands, one module each; `sovereign_operator.cli` assembles them."""
