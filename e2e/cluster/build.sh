@@ -20,7 +20,19 @@ BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwo
 
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOWORK=off GOFLAGS="-buildvcs=false -mod=readonly"
 
-key=$( { cat "$tools"/*/go.mod "$tools"/*/go.sum "${BASH_SOURCE[0]}"; go version; } | sha256sum | cut -c1-16)
+kv=k8s.io/component-base/version
+cv=k8s.io/client-go/pkg/version
+k8s_ldflags="-s -w -X $kv.gitVersion=$K8S_VERSION -X $kv.gitMajor=1 -X $kv.gitMinor=$K8S_MINOR -X $kv.gitTreeState=clean"
+k8s_ldflags+=" -X $cv.gitVersion=$K8S_VERSION -X $cv.gitMajor=1 -X $cv.gitMinor=$K8S_MINOR -X $cv.gitTreeState=clean"
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$K8S_MINOR"
+kwok_ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+
+# The key covers everything that decides the bytes of the binaries (modules, Go, flags,
+# stamped versions) but not this script's comments or logging, so editing those does not
+# throw away a 10-minute build.
+recipe="${BINARIES[*]} | $GOFLAGS | $CGO_ENABLED | $k8s_ldflags | $helm_ldflags | $kwok_ldflags | -trimpath"
+key=$( { cat "$tools"/*/go.mod "$tools"/*/go.sum; go version; echo "$recipe"; } | sha256sum | cut -c1-16)
 cache_root=${SOVEREIGN_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sovereign-operator/bin}
 dest=$cache_root/$key
 
@@ -44,20 +56,16 @@ fi
 
 mkdir -p "$cache_root"
 tmp=$(mktemp -d "$cache_root/.build-$key-XXXXXX")
+chmod 755 "$tmp"  # mktemp makes it 0700; a shared CI cache should stay readable
 trap 'rm -rf "$tmp"' EXIT
-
-kv=k8s.io/component-base/version
-cv=k8s.io/client-go/pkg/version
-k8s_ldflags="-s -w -X $kv.gitVersion=$K8S_VERSION -X $kv.gitMajor=1 -X $kv.gitMinor=$K8S_MINOR -X $kv.gitTreeState=clean"
-k8s_ldflags+=" -X $cv.gitVersion=$K8S_VERSION -X $cv.gitMajor=1 -X $cv.gitMinor=$K8S_MINOR -X $cv.gitTreeState=clean"
-helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$K8S_MINOR"
-kwok_ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 
 build() {  # build MODULE_DIR LDFLAGS OUTPUT PACKAGE...  (OUTPUT: a file, or a folder ending in /)
   local dir=$1 ldflags=$2 out=$3; shift 3
   log "downloading modules for $(basename "$dir")"
-  (cd "$dir" && for attempt in 1 2 3; do go mod download && break; log "retry $attempt"; sleep 5; done)
+  (cd "$dir" && for attempt in 1 2 3; do
+     go mod download && exit 0
+     log "go mod download failed (attempt $attempt of 3)"; sleep 5
+   done; exit 1)
   log "compiling $* (this is the slow part on a cold machine)"
   (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$out" "$@")
 }
