@@ -4,8 +4,6 @@ small children (Service, PodDisruptionBudget, ServiceAccount, Deployment setting
 from __future__ import annotations
 
 import pytest
-from tests.unit.render.cases import UID, children, make_plan
-from tests.unit.render.k8s_schema import validate_slowly
 
 from sovereign_operator.render import (
     SPEC_HASH_ANNOTATION,
@@ -15,6 +13,8 @@ from sovereign_operator.render import (
     render_children,
 )
 from sovereign_operator.render.meta import spec_hash, with_spec_hash
+from tests.unit.render.cases import UID, children, make_plan
+from tests.unit.render.k8s_schema import validate_slowly
 
 pytestmark = pytest.mark.unit
 

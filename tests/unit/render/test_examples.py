@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.unit.render.k8s_schema import validate_slowly
-from tests.unit.render.pss import restricted_violations
 
 from sovereign_operator.api.model_deployment import ModelDeployment
 from sovereign_operator.planning import ClusterFacts, ServingPlan, plan
 from sovereign_operator.render import Owner, RenderOptions, UnsupportedPlanError, render_children
+from tests.unit.render.k8s_schema import validate_slowly
+from tests.unit.render.pss import restricted_violations
 
 pytestmark = pytest.mark.unit
 

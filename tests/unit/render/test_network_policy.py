@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.unit.render.cases import children, make_plan
 
 from sovereign_operator.render import RenderOptions
+from tests.unit.render.cases import children, make_plan
 
 pytestmark = pytest.mark.unit
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+from sovereign_operator.planning import ServingPlan
+from sovereign_operator.render.placement import GPU_PRODUCT_LABEL, GPU_TOLERATION
+from sovereign_operator.render.pod import ENGINE_UID
+from sovereign_worker import sovereignty
+from sovereign_worker.engine_args import build_vllm_flags
+from sovereign_worker.paths import claim_mount_path
 from tests.unit.render.cases import (
     DIGEST,
     H100,
@@ -16,13 +23,6 @@ from tests.unit.render.cases import (
     pod_spec,
     volumes,
 )
-
-from sovereign_operator.planning import ServingPlan
-from sovereign_operator.render.placement import GPU_PRODUCT_LABEL, GPU_TOLERATION
-from sovereign_operator.render.pod import ENGINE_UID
-from sovereign_worker import sovereignty
-from sovereign_worker.engine_args import build_vllm_flags
-from sovereign_worker.paths import claim_mount_path
 
 pytestmark = pytest.mark.unit
 

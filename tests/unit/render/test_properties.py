@@ -8,15 +8,15 @@ import re
 
 import pytest
 from hypothesis import given, settings
-from tests.unit.render.k8s_schema import schema_errors
-from tests.unit.render.pss import restricted_violations
-from tests.unit.render.strategies import single_node_plans
 
 from sovereign_operator.planning import ServingPlan
 from sovereign_operator.render import SPEC_HASH_ANNOTATION, Owner, RenderOptions, render_children
 from sovereign_operator.render.meta import spec_hash
 from sovereign_worker.engine_args import build_vllm_flags
 from sovereign_worker.sovereignty import sovereignty_env
+from tests.unit.render.k8s_schema import schema_errors
+from tests.unit.render.pss import restricted_violations
+from tests.unit.render.strategies import single_node_plans
 
 pytestmark = pytest.mark.unit
 

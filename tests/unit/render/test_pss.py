@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from tests.unit.render.cases import children, make_plan
 from tests.unit.render.pss import restricted_violations
 
