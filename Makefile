@@ -63,6 +63,10 @@ crds-check: venv ## Fail when crds/*.yaml differ from the pydantic models
 
 ##@ Benchmarks (results in bench/results/)
 
+.PHONY: bench-audit
+bench-audit: venv ## Audit file-sink throughput, added latency, verify speed on 1M records
+	$(BIN)/python bench/audit_throughput.py
+
 .PHONY: bench-digest
 bench-digest: venv ## Model digest throughput against sha256sum
 	$(BIN)/python bench/digest_throughput.py

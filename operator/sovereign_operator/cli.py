@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sovereign_operator import __version__
+from sovereign_operator.commands.audit import audit_group
 from sovereign_operator.commands.crds import crds_command
 from sovereign_operator.commands.render import render_command
 from sovereign_operator.devcluster.cli import cluster
@@ -16,6 +17,7 @@ def main() -> None:
     """Sovereign model operator: serve open-weight models under your own controls."""
 
 
+main.add_command(audit_group)
 main.add_command(crds_command)
 main.add_command(render_command)
 main.add_command(cluster)
