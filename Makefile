@@ -67,6 +67,11 @@ crds-check: venv ## Fail when crds/*.yaml differ from the pydantic models
 bench-audit: venv ## Audit file-sink throughput, added latency, verify speed on 1M records
 	$(BIN)/python bench/audit_throughput.py
 
+.PHONY: bench-autoscaling
+bench-autoscaling: venv ## Autoscaling simulator (ours vs HPA) and decision/scrape cost per tick
+	$(BIN)/python bench/autoscaling_sim.py
+	$(BIN)/python bench/autoscaling_decision_cost.py
+
 .PHONY: bench-digest
 bench-digest: venv ## Model digest throughput against sha256sum
 	$(BIN)/python bench/digest_throughput.py
