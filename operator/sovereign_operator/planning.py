@@ -31,6 +31,13 @@ TRUST_REMOTE_CODE: Final = "--trust-remote-code"
 # Schemes `sovereign-worker fetch` can serve today; others are refused at planning so a
 # deployment never reaches a pod that cannot start.
 FETCHABLE_SCHEMES: Final = frozenset({Scheme.PVC, Scheme.S3, Scheme.FILE})
+# Engine settings only vLLM reads; the diffusers engine would silently ignore them.
+_VLLM_ONLY_SETTINGS: Final = (
+    "maxModelLen",
+    "quantization",
+    "gpuMemoryUtilization",
+    "expertParallel",
+)
 _ENGINE_TASKS: Final = {
     EngineKind.VLLM: frozenset({ModelTask.TEXT_GENERATION, ModelTask.SPEECH_TO_TEXT}),
     EngineKind.DIFFUSERS: frozenset({ModelTask.TEXT_TO_IMAGE}),
@@ -187,6 +194,13 @@ def _check_engine_task(spec: ModelDeploymentSpec) -> list[FieldProblem]:
                     "spec.engine.extraArgs", "are vLLM flags; remove them for the diffusers engine"
                 )
             )
+        problems += [
+            FieldProblem(
+                f"spec.engine.{name}", "is a vLLM setting; remove it for the diffusers engine"
+            )
+            for name in _VLLM_ONLY_SETTINGS
+            if spec.engine.model_dump(by_alias=True)[name] not in (None, False)
+        ]
         if spec.resources.gpus != 1:
             problems.append(
                 FieldProblem(

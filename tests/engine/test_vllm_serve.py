@@ -224,6 +224,22 @@ def test_completion(engine: Engine) -> None:
     assert result["choices"][0]["finish_reason"] == "length"
 
 
+def test_chat_completion(engine: Engine) -> None:
+    # Llama's chat check lives here, on this module's server, rather than in
+    # test_families.py, which would start a second Llama engine for it.
+    body = {
+        "model": SERVED_NAME,
+        "messages": [{"role": "user", "content": "the lazy dog"}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
+    with engine.post("/v1/chat/completions", body) as response:
+        result = json.load(response)
+    assert result["choices"][0]["message"]["role"] == "assistant"
+    assert result["usage"]["completion_tokens"] == 8
+
+
 def test_metrics_count_a_running_request(engine: Engine) -> None:
     assert engine.running_requests() == 0
     first_token = threading.Event()

@@ -3,6 +3,7 @@
     sovereign-worker digest DIR                                   # prints sha256:...
     sovereign-worker fetch --source URI --digest D --dest DIR     # init container
     sovereign-worker serve --model-dir DIR -- VLLM_FLAGS...       # engine container
+    sovereign-worker serve --engine diffusers --model-dir DIR -- DIFFUSERS_FLAGS...
 
 Exit codes: 0 success; 1 the source or engine could not be reached or started (retrying may
 help); 2 a usage error; 3 the model bytes are not the ones the digest names (retrying will
@@ -174,15 +175,26 @@ def fetch(
     help="The verified model folder (where fetch left it).",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["vllm", "diffusers"]),
+    default="vllm",
+    show_default=True,
+    help="vllm (text, speech) or diffusers (Stable Diffusion images).",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print the command as a JSON list instead of running it."
 )
 @click.argument("vllm_flags", nargs=-1, type=click.UNPROCESSED)
-def serve(model_dir: Path, dry_run: bool, vllm_flags: tuple[str, ...]) -> None:
+def serve(model_dir: Path, engine: str, dry_run: bool, vllm_flags: tuple[str, ...]) -> None:
     """Validate the vLLM flags given after `--` and exec `vllm serve MODEL_DIR FLAGS...`.
 
     vLLM replaces this process, so it receives SIGTERM itself and drains in-flight requests
-    for --shutdown-timeout seconds before exiting.
+    for --shutdown-timeout seconds before exiting. With `--engine diffusers` the flags are
+    the diffusers engine's, and this process serves images itself (same drain on SIGTERM).
     """
+    if engine == "diffusers":
+        _serve_diffusers(model_dir, dry_run, vllm_flags)
+        return
     try:
         argv = vllm_argv(model_dir, vllm_flags)
     except ServeError as error:
@@ -197,3 +209,36 @@ def serve(model_dir: Path, dry_run: bool, vllm_flags: tuple[str, ...]) -> None:
         exec_vllm(argv, engine_environment(os.environ))
     except (ServeError, OSError) as error:
         _fail(str(error))
+
+
+def _serve_diffusers(model_dir: Path, dry_run: bool, flags: tuple[str, ...]) -> None:
+    # Imported here so that `digest` and `fetch` never load the image server's modules.
+    from sovereign_worker.diffusion.launch import LaunchError, launch_from_flags  # noqa: PLC0415
+    from sovereign_worker.diffusion.model_dir import ModelDirError, check_model_dir  # noqa: PLC0415
+
+    try:
+        launch = launch_from_flags(flags)
+        check_model_dir(model_dir)
+    except (LaunchError, ModelDirError) as error:
+        _fail(str(error))
+    if dry_run:
+        click.echo(json.dumps(launch.model_dump()))
+        return
+    # Before torch, diffusers or huggingface_hub are imported: they read it once, at import.
+    environment = engine_environment(os.environ)
+    os.environ.clear()
+    os.environ.update(environment)
+    from sovereign_worker.diffusion.server import run  # noqa: PLC0415
+
+    sys.exit(run(launch, model_dir))
+
+
+def _register_group_commands() -> None:
+    # The multi-node group commands live in their own package; registered here so one
+    # console script serves every role a pod can have.
+    from sovereign_worker.multinode.commands import register_commands  # noqa: PLC0415
+
+    register_commands(main)
+
+
+_register_group_commands()

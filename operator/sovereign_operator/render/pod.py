@@ -1,4 +1,4 @@
-"""The engine pod template: shared by the single-node Deployment and, later, multi-node groups.
+"""The engine pod template: shared by the single-node Deployment and multi-node groups.
 
 The pod runs two processes: an init container that fetches and verifies the model bytes
 (`sovereign-worker fetch`), then the engine (`sovereign-worker serve -- <vLLM flags>`),
@@ -8,10 +8,13 @@ the Pod Security Standards `restricted` profile plus a read-only root filesystem
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sovereign_operator.api.model_deployment import ModelSpec
+from sovereign_operator.api.model_deployment import EngineKind, ModelSpec
 from sovereign_operator.planning import ServingPlan
+from sovereign_operator.render.diffusers_engine import diffusers_args
 from sovereign_operator.render.meta import TEMPLATE_HASH_ANNOTATION, engine_name, labels
 from sovereign_operator.render.options import RenderOptions
 from sovereign_operator.render.placement import affinity, node_selector, tolerations
@@ -38,22 +41,43 @@ DEFAULT_MODEL_CACHE_LIMIT: Final = "256Gi"
 WRITABLE_DIR_LIMIT: Final = "8Gi"
 
 
-def render_pod_template(plan: ServingPlan, options: RenderOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PodRole:
+    """What a multi-node group's pods change in the engine pod; the defaults are single-node.
+
+    Everything else (security, volumes, fetch step, probes, placement) is shared, so a
+    group's pods are exactly as locked down as a single-node engine.
+    """
+
+    engine_args: Sequence[str] | None = None
+    """The engine container's args; None runs `serve` with the plan's vLLM flags."""
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+    extra_env: Sequence[Mapping[str, Any]] = ()
+    extra_ports: Sequence[Mapping[str, Any]] = ()
+    pod_anti_affinity: Mapping[str, Any] | None = None
+
+
+SINGLE_NODE: Final = PodRole()
+
+
+def render_pod_template(
+    plan: ServingPlan, options: RenderOptions, role: PodRole = SINGLE_NODE
+) -> dict[str, Any]:
     """The pod template: labels, the template-hash annotation, and the locked-down spec."""
     return {
         "metadata": {
-            "labels": labels(plan.name),
+            "labels": {**labels(plan.name), **role.extra_labels},
             "annotations": {
                 TEMPLATE_HASH_ANNOTATION: plan.template_hash,
                 # `kubectl logs` and `kubectl exec` pick the engine, not the fetch step.
                 "kubectl.kubernetes.io/default-container": ENGINE_CONTAINER,
             },
         },
-        "spec": _pod_spec(plan, options),
+        "spec": _pod_spec(plan, options, role),
     }
 
 
-def _pod_spec(plan: ServingPlan, options: RenderOptions) -> dict[str, Any]:
+def _pod_spec(plan: ServingPlan, options: RenderOptions, role: PodRole) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "serviceAccountName": engine_name(plan.name),
         # The engine never calls the API server: no token in the pod at all.
@@ -72,12 +96,14 @@ def _pod_spec(plan: ServingPlan, options: RenderOptions) -> dict[str, Any]:
         },
         "terminationGracePeriodSeconds": termination_grace_seconds(plan.engine),
         "initContainers": [_fetch_container(plan, options)],
-        "containers": [_engine_container(plan, options)],
+        "containers": [_engine_container(plan, options, role)],
         "volumes": _volumes(plan),
         "nodeSelector": node_selector(plan.spec),
         "tolerations": tolerations(plan.spec),
     }
     pod_affinity = affinity(plan.spec)
+    if role.pod_anti_affinity is not None:
+        pod_affinity["podAntiAffinity"] = dict(role.pod_anti_affinity)
     if pod_affinity:
         spec["affinity"] = pod_affinity
     return spec
@@ -149,24 +175,29 @@ def _s3_env(model: ModelSpec) -> list[dict[str, Any]]:
     return env
 
 
-def _engine_container(plan: ServingPlan, options: RenderOptions) -> dict[str, Any]:
+def serve_args(plan: ServingPlan) -> list[str]:
+    """`serve`'s args: the model folder, then the plan's vLLM flags after `--`."""
+    if plan.spec.engine.kind is EngineKind.DIFFUSERS:
+        return diffusers_args(plan)
+    return ["serve", "--model-dir", sovereignty.MODEL_DIR, "--", *build_vllm_flags(plan.engine)]
+
+
+def _engine_container(plan: ServingPlan, options: RenderOptions, role: PodRole) -> dict[str, Any]:
     gpus = str(plan.pod.gpus)
     user_env = [{"name": e.name, "value": e.value} for e in plan.spec.engine.env]
+    args = serve_args(plan) if role.engine_args is None else list(role.engine_args)
     return {
         "name": ENGINE_CONTAINER,
         "image": plan.image,
         "imagePullPolicy": "IfNotPresent",
         "command": [options.worker_command],
         # argv items, never a shell string: no value is ever re-parsed.
-        "args": [
-            "serve",
-            "--model-dir",
-            sovereignty.MODEL_DIR,
-            "--",
-            *build_vllm_flags(plan.engine),
+        "args": args,
+        "env": _sovereignty_env() + user_env + [dict(e) for e in role.extra_env],
+        "ports": [
+            {"name": "http", "containerPort": plan.engine.port, "protocol": "TCP"},
+            *(dict(p) for p in role.extra_ports),
         ],
-        "env": _sovereignty_env() + user_env,
-        "ports": [{"name": "http", "containerPort": plan.engine.port, "protocol": "TCP"}],
         "resources": {
             "requests": {"cpu": plan.pod.cpu, "memory": plan.pod.memory, GPU_RESOURCE: gpus},
             # No CPU limit: throttling the tokenizer and scheduler threads stalls the GPUs.

@@ -230,3 +230,41 @@ def single_node_plans(draw: st.DrawFn) -> ServingPlan:
     """A single-node ServingPlan of a drawn spec, name and namespace."""
     spec = ModelDeploymentSpec.model_validate(draw(single_node_specs()))
     return plan(draw(names), draw(namespaces), spec, FACTS)
+
+
+@st.composite
+def multi_node_specs(draw: st.DrawFn) -> dict[str, Any]:
+    """A wire-form spec that plans to a group of 2-8 pods per replica with `FACTS`.
+
+    Built on a single-node spec (every other section drawn the same way), with the
+    resources, parallelism and multiNode sections replaced.
+    """
+    spec = draw(single_node_specs())
+    gpus_per_node = draw(st.sampled_from([1, 2, 4, 8]))
+    nodes = draw(st.integers(2, 8))
+    gpus = gpus_per_node * nodes
+    spec["resources"] = {
+        key: value for key, value in spec["resources"].items() if key not in ("gpus", "gpusPerNode")
+    } | {"gpus": gpus, "gpusPerNode": gpus_per_node}
+    spec.pop("parallelism", None)
+    if draw(st.booleans()):
+        tensor = draw(
+            st.sampled_from([d for d in range(1, gpus_per_node + 1) if gpus_per_node % d == 0])
+        )
+        spec["parallelism"] = {"tensor": tensor, "pipeline": gpus // tensor}
+    tensor = spec.get("parallelism", {}).get("tensor", gpus_per_node)
+    if tensor < 2:
+        spec["engine"].pop("expertParallel", None)
+    spec["multiNode"] = {
+        "backend": draw(st.sampled_from(["native", "ray"])),
+        "placementTimeout": draw(st.integers(30, 3600)),
+    }
+    spec["replicas"] = draw(st.integers(0, 4))
+    return spec
+
+
+@st.composite
+def multi_node_plans(draw: st.DrawFn) -> ServingPlan:
+    """A multi-node ServingPlan of a drawn spec, name and namespace."""
+    spec = ModelDeploymentSpec.model_validate(draw(multi_node_specs()))
+    return plan(draw(names), draw(namespaces), spec, FACTS)

@@ -109,18 +109,20 @@ def test_spec_hash_ignores_key_order_and_its_own_annotation() -> None:
     assert "annotations" not in manifest["metadata"]  # the input is not modified
 
 
-def test_multi_node_plans_are_refused_naming_what_is_missing() -> None:
+def test_multi_node_plans_render_groups_instead_of_a_deployment() -> None:
     plan16 = make_plan(resources={"gpus": 16})
     assert plan16.topology == "multi-node"
-    with pytest.raises(UnsupportedPlanError, match=r"multi-node.*2 pods per replica.*8x2"):
-        render_children(plan16, RenderOptions(), Owner.model_deployment("llama"))
+    kinds = [c["kind"] for c in render_children(plan16, RenderOptions())]
+    assert "Deployment" not in kinds
+    assert kinds.count("StatefulSet") == plan16.replicas == 1
     assert issubclass(UnsupportedPlanError, NotImplementedError)
 
 
-def test_diffusers_plans_are_refused_until_their_serve_command_exists() -> None:
+def test_diffusers_plans_render_a_deployment_like_vllm_ones() -> None:
+    # The engine args themselves are covered in test_engine_kinds.py.
     diffusion = make_plan(model={"task": "text-to-image"}, engine={"kind": "diffusers"})
-    with pytest.raises(UnsupportedPlanError, match="diffusers"):
-        render_children(diffusion, RenderOptions(), Owner.model_deployment("llama"))
+    kinds = [c["kind"] for c in render_children(diffusion, RenderOptions())]
+    assert kinds == [c["kind"] for c in render_children(make_plan(), RenderOptions())]
 
 
 def test_service() -> None:
