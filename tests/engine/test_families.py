@@ -176,6 +176,19 @@ def test_metrics_count_a_running_request_as_the_autoscaler_reads_it(
     # vLLM refreshes these gauges as its engine steps, so wait for the previous tests'
     # requests to drain from them rather than assuming they already have.
     assert wait_for_load(text_engine, (0, 0)), text_engine.load()
+    # A tiny model on a busy machine can finish a stream between two scrapes, so a miss
+    # is retried with a fresh stream; what must hold is that the gauge shows it at all.
+    seen: list[float] = []
+    for _attempt in range(3):
+        seen = _sample_running_during_a_stream(text_engine)
+        if 1 in seen:
+            break
+    assert 1 in seen, seen
+    assert wait_for_load(text_engine, (0, 0)), text_engine.load()
+
+
+def _sample_running_during_a_stream(text_engine: EngineProcess) -> list[float]:
+    """Scrape the running gauge for as long as one long streaming completion lasts."""
     first_token = threading.Event()
     done = threading.Event()
     body = {
@@ -205,8 +218,7 @@ def test_metrics_count_a_running_request_as_the_autoscaler_reads_it(
         seen.append(text_engine.load()[0])
         time.sleep(0.02)
     thread.join(120)
-    assert 1 in seen, seen
-    assert wait_for_load(text_engine, (0, 0)), text_engine.load()
+    return seen
 
 
 def wait_for_load(engine: EngineProcess, wanted: tuple[float, float], seconds: float = 15) -> bool:
