@@ -1,0 +1,196 @@
+"""`sovereign run`: the operator, its metrics endpoint and its health endpoints.
+
+kopf runs embedded (`kopf.operator()`) in our own event loop, next to two small aiohttp
+servers: /metrics on --metrics-port, /healthz and /readyz on --health-port. The operator
+logs in with exactly one identity, the --kubeconfig given (for example the chart's
+ServiceAccount token on a developer machine) or the pod's own service account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import kopf
+
+from sovereign_operator.handlers import register_all, watch_probe
+from sovereign_operator.handlers.model_deployment import MD
+from sovereign_operator.handlers.startup import configure
+from sovereign_operator.health import Health, WatchActivity, health_app, metrics_app, serve
+from sovereign_operator.hooks import Hooks
+from sovereign_operator.kube import KubeWriter, load_client
+from sovereign_operator.metrics import OperatorMetrics
+from sovereign_operator.observe import CHILD_KINDS
+from sovereign_operator.planning import DEFAULT_ENGINE_IMAGE
+from sovereign_operator.render.options import DEFAULT_OPERATOR_NAMESPACE
+from sovereign_operator.runtime import Runtime
+from sovereign_operator.settings import OperatorConfig
+
+logger = logging.getLogger("sovereign_operator")
+
+
+def watched_streams() -> frozenset[str]:
+    """Stream names (see watch_probe.stream_name) readiness waits for."""
+    kinds = [f"{k.plural}.{k.group}" if k.group else k.plural for k in CHILD_KINDS]
+    return frozenset({f"{MD[2]}.{MD[0]}", "pods", "nodes", *kinds})
+
+
+def _post_event(body: Any, kind: str, reason: str, message: str) -> None:
+    kopf.event(body, type=kind, reason=reason, message=message)
+
+
+async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> None:
+    """Run until SIGINT/SIGTERM (kopf installs the handlers) or a fatal error."""
+    metrics = OperatorMetrics()
+    activity = WatchActivity()
+    health = Health(activity, config.liveness_window, watched_streams())
+    # Ports first: a port in use fails fast, before anything talks to the cluster.
+    runners = [
+        await serve(metrics_app(metrics), config.bind_address, config.metrics_port),
+        await serve(health_app(health), config.bind_address, config.health_port),
+    ]
+    api = await load_client(config.kubeconfig, connections=2 * config.reconcile_concurrency)
+    try:
+        runtime = Runtime(
+            config=config,
+            writer=KubeWriter(api, metrics),
+            metrics=metrics,
+            hooks=hooks or Hooks(),
+            post_event=_post_event,
+        )
+        health.stalled_for = runtime.stalled_for
+        registry = kopf.OperatorRegistry()
+        register_all(registry, runtime)
+        settings = kopf.OperatorSettings()
+        configure(settings, config)
+        watch_probe.install(activity)
+        ready = asyncio.Event()
+
+        async def mark_started() -> None:
+            await ready.wait()
+            health.started = True
+            where = ", ".join(config.namespaces) or "all namespaces"
+            logger.info("operator started; serving %s", where)
+
+        started = asyncio.create_task(mark_started())
+        try:
+            await kopf.operator(
+                registry=registry,
+                settings=settings,
+                clusterwide=config.clusterwide,
+                namespaces=list(config.namespaces),
+                standalone=True,
+                ready_flag=ready,
+            )
+        finally:
+            started.cancel()
+    finally:
+        await api.close()
+        for runner in runners:
+            await runner.cleanup()
+
+
+@click.command("run")
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Serve only this namespace (repeatable). Default: all namespaces.",
+)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Serve every namespace (the default).")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="KUBECONFIG",
+    default=None,
+    help="Log in with this kubeconfig; without it, the pod's service account (in-cluster).",
+)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--health-port", type=click.IntRange(1, 65535), default=8081, show_default=True)
+@click.option("--bind-address", default="0.0.0.0", show_default=True)  # noqa: S104
+@click.option(
+    "--operator-namespace",
+    envvar="POD_NAMESPACE",
+    default=DEFAULT_OPERATOR_NAMESPACE,
+    show_default=True,
+    help="The operator's namespace; engine NetworkPolicies admit metrics scrapes from it.",
+)
+@click.option(
+    "--engine-image",
+    envvar="SOVEREIGN_ENGINE_IMAGE",
+    default=DEFAULT_ENGINE_IMAGE,
+    show_default=True,
+    help="Engine image for specs that do not name one.",
+)
+@click.option(
+    "--resync-seconds",
+    type=click.FloatRange(1, 86_400),
+    default=300.0,
+    show_default=True,
+    help="Full reconcile of every ModelDeployment this often (watch events act at once).",
+)
+@click.option(
+    "--worker-limit",
+    type=click.IntRange(1, 1_000_000),
+    default=5000,
+    show_default=True,
+    help="kopf workers per resource kind; keep it above the objects of any watched kind.",
+)
+@click.option(
+    "--reconcile-concurrency",
+    type=click.IntRange(1, 1000),
+    default=16,
+    show_default=True,
+    help="Reconcile passes at once; the rest wait their turn.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging (kopf's too).")
+def run_command(
+    *,
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    kubeconfig: Path | None,
+    metrics_port: int,
+    health_port: int,
+    bind_address: str,
+    operator_namespace: str,
+    engine_image: str,
+    resync_seconds: float,
+    worker_limit: int,
+    reconcile_concurrency: int,
+    verbose: bool,
+) -> None:
+    """Run the operator (until SIGINT or SIGTERM)."""
+    if all_namespaces and namespaces:
+        raise click.UsageError("--all-namespaces and --namespace exclude each other")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    config = OperatorConfig(
+        namespaces=tuple(namespaces),
+        kubeconfig=kubeconfig,
+        operator_namespace=operator_namespace,
+        engine_image=engine_image,
+        resync_seconds=resync_seconds,
+        worker_limit=worker_limit,
+        reconcile_concurrency=reconcile_concurrency,
+        metrics_port=metrics_port,
+        health_port=health_port,
+        bind_address=bind_address,
+    )
+    asyncio.run(run_operator(config))
+
+
+if (
+    __name__ == "__main__"
+):  # `python -m sovereign_operator.commands.run` before `sovereign run` is wired
+    run_command()

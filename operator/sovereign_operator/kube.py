@@ -1,0 +1,246 @@
+"""The operator's Kubernetes writes, with kubernetes_asyncio: apply, delete, status, usage.
+
+Children are written with server-side apply (`application/apply-patch+yaml`, field manager
+`sovereign-operator`, force): the API server merges our fields with everyone else's, and
+`force` takes back any field we own that someone changed by hand (drift repair). Every
+request is retried with jittered exponential backoff on 409, 429 (honouring Retry-After)
+and 5xx, and on connection errors; other refusals (403, 422) surface at once because
+retrying cannot fix them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from sovereign_operator.api.base import GROUP, VERSION
+from sovereign_operator.hooks import DeploymentKey
+from sovereign_operator.metrics import OperatorMetrics
+from sovereign_operator.observe import (
+    ChildRef,
+    child_kind,
+    gpus_in_use,
+)
+from sovereign_operator.reconcile import ApiError
+from sovereign_operator.render.meta import Manifest
+
+logger = logging.getLogger(__name__)
+
+FIELD_MANAGER: Final = "sovereign-operator"
+MD_PLURAL: Final = "modeldeployments"
+RETRYABLE: Final = frozenset({409, 429, 500, 502, 503, 504})
+ATTEMPTS: Final = 6
+# How long one cluster-wide pod listing serves shortage messages: they are computed only
+# while some engine pod is unschedulable, and a few seconds of staleness changes nothing.
+USAGE_TTL_SECONDS: Final = 10.0
+REQUEST_TIMEOUT: Final = 30
+
+
+async def load_client(kubeconfig: Path | None, connections: int = 32) -> client.ApiClient:
+    """A client from a kubeconfig file, or from the pod's service account when None.
+
+    `connections` caps open connections; the client's default (5 per CPU) is too few for
+    the reconcile concurrency on a small node, and a request waiting for a free
+    connection eats into its own timeout.
+    """
+    configuration = client.Configuration()
+    configuration.connection_pool_maxsize = connections
+    if kubeconfig is not None:
+        await config.load_kube_config(
+            config_file=str(kubeconfig), client_configuration=configuration
+        )
+    else:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, ApiException):
+        return error.status in RETRYABLE
+    return isinstance(error, aiohttp.ClientError | asyncio.TimeoutError)
+
+
+_backoff = wait_exponential_jitter(multiplier=0.2, max=8.0, jitter=0.5)
+
+
+def _wait(state: RetryCallState) -> float:
+    """Exponential backoff, but never sooner than the server's Retry-After."""
+    delay = _backoff(state)
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, ApiException) and error.status == 429 and error.headers:
+        with contextlib.suppress(TypeError, ValueError):
+            delay = max(delay, float(error.headers.get("Retry-After", 0)))
+    return delay
+
+
+def _message(error: ApiException) -> str:
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        return str(error.reason)
+    return str(body.get("message") or error.reason)
+
+
+def _path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespace:
+        base += f"/namespaces/{namespace}"
+    base += f"/{plural}"
+    return f"{base}/{name}" if name else base
+
+
+class KubeWriter:
+    """`reconcile.ChildWriter` on a real API server, plus the reads deletion needs."""
+
+    def __init__(self, api: client.ApiClient, metrics: OperatorMetrics) -> None:
+        self.api = api
+        self.metrics = metrics
+        self._usage: tuple[float, Mapping[str, int]] | None = None
+        self._usage_lock = asyncio.Lock()
+
+    async def _call(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            wait=_wait,
+            stop=stop_after_attempt(ATTEMPTS),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    return await self.api.call_api(
+                        path,
+                        method,
+                        query_params=query or [],
+                        header_params=dict(headers),
+                        body=body,
+                        response_types_map={200: "object", 201: "object", 202: "object"},
+                        auth_settings=["BearerToken"],
+                        _return_http_data_only=True,
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
+                except ApiException as error:
+                    self.metrics.api_error(error.status, verb)
+                    raise
+                except (TimeoutError, aiohttp.ClientError):
+                    self.metrics.api_error(None, verb)
+                    raise
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _read(self, path: str, query: list[tuple[str, str]]) -> Any:
+        try:
+            return await self._call("list", "GET", path, query=query)
+        except ApiException as error:
+            raise ApiError(f"list {path}", error.status, _message(error)) from error
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise ApiError(f"list {path}", None, repr(error)) from error
+
+    async def apply(self, manifest: Manifest) -> Mapping[str, Any]:
+        ref = ChildRef.of(manifest)
+        kind = child_kind(ref.api_version, ref.kind)
+        try:
+            response = await self._call(
+                "apply",
+                "PATCH",
+                _path(kind.api_version, kind.plural, ref.namespace, ref.name),
+                body=manifest,
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                content_type="application/apply-patch+yaml",
+            )
+        except ApiException as error:
+            raise ApiError(str(ref), error.status, _message(error)) from error
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise ApiError(str(ref), None, repr(error)) from error
+        self.metrics.api_write("apply", ref.kind)
+        return dict(response or {})
+
+    async def delete(self, ref: ChildRef, uid: str, *, foreground: bool = False) -> None:
+        """Delete exactly the object we saw (uid precondition); gone already is fine.
+
+        Foreground for workloads: the Deployment stays until its pods are gone, so deletion
+        can wait for the engine to stop before removing its NetworkPolicy.
+        """
+        kind = child_kind(ref.api_version, ref.kind)
+        body = {
+            "propagationPolicy": "Foreground" if foreground else "Background",
+            "preconditions": {"uid": uid},
+        }
+        try:
+            await self._call(
+                "delete",
+                "DELETE",
+                _path(kind.api_version, kind.plural, ref.namespace, ref.name),
+                body=body,
+            )
+        except ApiException as error:
+            # 404: already gone; 409: the uid differs, so the object we meant is gone.
+            if error.status in (404, 409):
+                return
+            raise ApiError(str(ref), error.status, _message(error)) from error
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise ApiError(str(ref), None, repr(error)) from error
+        self.metrics.api_write("delete", ref.kind)
+
+    async def patch_status(self, key: DeploymentKey, patch: Mapping[str, Any]) -> None:
+        path = _path(f"{GROUP}/{VERSION}", MD_PLURAL, key.namespace, key.name) + "/status"
+        try:
+            await self._call(
+                "patch",
+                "PATCH",
+                path,
+                body={"status": dict(patch)},
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as error:
+            if error.status == 404:  # deleted meanwhile: nothing left to describe
+                return
+            raise ApiError(
+                f"ModelDeployment/{key.name} status", error.status, _message(error)
+            ) from error
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise ApiError(f"ModelDeployment/{key.name} status", None, repr(error)) from error
+        self.metrics.api_write("patch", "ModelDeployment/status")
+
+    async def gpu_usage(self) -> Mapping[str, int]:
+        """GPUs requested per node, from one cluster-wide pod listing served by the API
+        server's watch cache (resourceVersion=0), cached for a few seconds."""
+        async with self._usage_lock:
+            now = time.monotonic()
+            if self._usage is not None and now - self._usage[0] < USAGE_TTL_SECONDS:
+                return self._usage[1]
+            listing = await self._read(
+                "/api/v1/pods",
+                [
+                    ("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed"),
+                    ("resourceVersion", "0"),
+                ],
+            )
+            usage = gpus_in_use((listing or {}).get("items") or [])
+            self._usage = (now, usage)
+            return usage

@@ -1,0 +1,389 @@
+"""One reconcile pass: desired vs observed -> actions, their execution, a truthful status.
+
+`reconcile` runs one level-based pass for one ModelDeployment: plan and render the
+children (pure), compare them with what the cluster holds (`actions.plan_actions`, pure),
+act through a `ChildWriter`, compute the status from what was observed (`status`, pure),
+and write it only when it changed. It never imports a Kubernetes client or kopf: the
+writer is `kube.KubeWriter` in the operator and an in-memory fake in unit tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
+
+from sovereign_operator.actions import Action, Apply, Written, plan_actions
+from sovereign_operator.api.model_deployment import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    PlanStatus,
+)
+from sovereign_operator.api.problems import InvalidSpec, parse
+from sovereign_operator.capacity import gpu_shortage, gpus_per_node_by_type
+from sovereign_operator.hooks import DeploymentKey, Hooks, OperatorAction, PolicyVerdict
+from sovereign_operator.observe import (
+    WORKLOAD_KINDS,
+    ChildRef,
+    NodeSnapshot,
+    ObservedChild,
+    PodSnapshot,
+)
+from sovereign_operator.planning import (
+    DEFAULT_ENGINE_IMAGE,
+    ENGINE_PORT,
+    ClusterFacts,
+    ServingPlan,
+    plan,
+)
+from sovereign_operator.render import (
+    Manifest,
+    Owner,
+    RenderOptions,
+    UnsupportedPlanError,
+    render_children,
+)
+from sovereign_operator.render.meta import engine_name, selector_labels, service_name
+from sovereign_operator.status import (
+    Observed,
+    Refusal,
+    Transition,
+    compute_status,
+    parse_previous,
+    status_patch,
+)
+
+
+class ApiError(Exception):
+    """A request the API server refused or never answered (after retries), with what it said."""
+
+    def __init__(self, target: str, code: int | None, message: str) -> None:
+        self.target = target
+        self.code = code
+        super().__init__(f"{target}: {code or 'no response'}: {message}")
+
+
+class ChildWriter(Protocol):
+    """The writes (and the one cluster-wide read) reconcile needs."""
+
+    async def apply(self, manifest: Manifest) -> Mapping[str, Any]: ...
+
+    async def delete(self, ref: ChildRef, uid: str, *, foreground: bool = False) -> None: ...
+
+    async def patch_status(self, key: DeploymentKey, patch: Mapping[str, Any]) -> None: ...
+
+    async def gpu_usage(self) -> Mapping[str, int]:
+        """nvidia.com/gpu requested per node by all scheduled pods in the cluster."""
+        ...
+
+
+@dataclass(frozen=True)
+class Observation:
+    """This ModelDeployment's children and engine pods, and the cluster's nodes."""
+
+    children: Sequence[ObservedChild] = ()
+    pods: Sequence[PodSnapshot] = ()
+    nodes: Sequence[NodeSnapshot] = ()
+
+
+@dataclass
+class StatusMemo:
+    """The status we last wrote, and the ones it replaced (most recent last).
+
+    Watch-driven passes read the ModelDeployment from a cache that may not have our own
+    last status write yet. Seeing a status we already replaced means "stale", not "someone
+    changed it": the pass then continues from what we wrote, so it neither repeats the
+    write nor posts the same transition Event twice.
+    """
+
+    written: ModelDeploymentStatus
+    superseded: list[ModelDeploymentStatus | None] = field(default_factory=list)
+
+    KEEP: ClassVar[int] = 8
+
+    def resolve(self, observed: ModelDeploymentStatus | None) -> ModelDeploymentStatus | None:
+        return self.written if observed in self.superseded else observed
+
+    def record(
+        self, replaced: ModelDeploymentStatus | None, written: ModelDeploymentStatus
+    ) -> None:
+        self.superseded = [*self.superseded, replaced, self.written][-self.KEEP :]
+        self.written = written
+
+
+@dataclass(frozen=True)
+class ReconcileContext:
+    writer: ChildWriter
+    options: RenderOptions = field(default_factory=RenderOptions)
+    hooks: Hooks = field(default_factory=Hooks)
+    default_image: str = DEFAULT_ENGINE_IMAGE
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    written: MutableMapping[ChildRef, Written] = field(default_factory=dict)
+    """Our last write of each child; shared across passes, cleared when a child is deleted."""
+    statuses: MutableMapping[tuple[str, str], StatusMemo] = field(default_factory=dict)
+    """Our last status write per ModelDeployment (namespace, name)."""
+    rendered: MutableMapping[tuple[str, str], tuple[Hashable, _Desired]] = field(
+        default_factory=dict
+    )
+    """The last rendering per ModelDeployment and what it was rendered from."""
+    monotonic: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one pass did and found."""
+
+    key: DeploymentKey
+    actions: tuple[Action, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    status_written: bool = False
+    phase: str = ""
+    desired_replicas: int = 0
+    ready_replicas: int = 0
+    error: ApiError | None = None
+    refused: bool = False
+
+    @property
+    def writes(self) -> int:
+        return len(self.actions) + int(self.status_written)
+
+    @property
+    def result(self) -> str:
+        """For metrics: error, refused, changed (something written) or noop."""
+        if self.error is not None:
+            return "error"
+        if self.refused:
+            return "refused"
+        return "changed" if self.writes else "noop"
+
+
+@dataclass(frozen=True)
+class _Desired:
+    spec: ModelDeploymentSpec | None
+    plan: ServingPlan | None = None
+    children: tuple[Manifest, ...] = ()
+    refusal: Refusal | None = None
+
+
+async def _desired(
+    key: DeploymentKey,
+    generation: int,
+    raw_spec: Any,
+    observation: Observation,
+    ctx: ReconcileContext,
+) -> tuple[_Desired, PolicyVerdict | None]:
+    try:
+        spec = parse(ModelDeploymentSpec, raw_spec, prefix="spec")
+    except InvalidSpec as invalid:
+        return _Desired(None, refusal=Refusal("InvalidSpec", str(invalid))), None
+    verdict = await ctx.hooks.policy(key, spec)
+    if verdict.enforce and verdict.status == "False":
+        return _Desired(spec, refusal=Refusal("PolicyViolation", verdict.message)), verdict
+    facts = ClusterFacts(
+        gpus_per_node_by_type=gpus_per_node_by_type(observation.nodes),
+        default_image=ctx.default_image,
+        allow_trust_remote_code=verdict.allow_trust_remote_code,
+    )
+    # Rendering (and hashing every child) is most of a pass's cost, and watch-driven passes
+    # repeat it for an unchanged spec: reuse it while nothing it depends on has changed.
+    # A spec change always bumps metadata.generation.
+    source = (
+        key.uid,
+        generation,
+        tuple(sorted(facts.gpus_per_node_by_type.items())),
+        facts.default_image,
+        facts.allow_trust_remote_code,
+    )
+    cached = ctx.rendered.get((key.namespace, key.name))
+    if cached is not None and cached[0] == source:
+        return cached[1], verdict
+    desired = _render(key, spec, facts, ctx)
+    ctx.rendered[(key.namespace, key.name)] = (source, desired)
+    return desired, verdict
+
+
+def _render(
+    key: DeploymentKey, spec: ModelDeploymentSpec, facts: ClusterFacts, ctx: ReconcileContext
+) -> _Desired:
+    try:
+        serving = plan(key.name, key.namespace, spec, facts)
+    except InvalidSpec as invalid:
+        return _Desired(spec, refusal=Refusal("InvalidSpec", str(invalid).replace("\n", "; ")))
+    try:
+        children = render_children(serving, ctx.options, Owner.model_deployment(key.name, key.uid))
+    except UnsupportedPlanError as unsupported:
+        return _Desired(spec, serving, refusal=Refusal("UnsupportedPlan", str(unsupported)))
+    return _Desired(spec, serving, tuple(children))
+
+
+def plan_status(serving: ServingPlan) -> PlanStatus:
+    return PlanStatus(
+        topology=serving.topology,
+        tensor=serving.tensor,
+        pipeline=serving.pipeline,
+        nodes_per_replica=serving.pods_per_replica,
+        gpus_per_pod=serving.pod.gpus,
+        gpu_type=serving.spec.resources.gpu_type,
+        image=serving.image,
+        parallelism=serving.parallelism,
+    )
+
+
+def endpoint(key: DeploymentKey) -> str:
+    """The in-cluster URL of the OpenAI-compatible API (cluster-domain independent)."""
+    return f"http://{service_name(key.name)}.{key.namespace}.svc:{ENGINE_PORT}/v1"
+
+
+def selector(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+
+
+async def _execute(
+    key: DeploymentKey, actions: Sequence[Action], ctx: ReconcileContext
+) -> tuple[list[Action], dict[ChildRef, Mapping[str, Any]], ApiError | None]:
+    """Run actions in order, stopping at the first refusal: a NetworkPolicy that failed
+    must not be followed by the Deployment it was meant to isolate."""
+    done: list[Action] = []
+    responses: dict[ChildRef, Mapping[str, Any]] = {}
+    for action in actions:
+        try:
+            if isinstance(action, Apply):
+                response = await ctx.writer.apply(action.manifest)
+                responses[action.ref] = response
+                meta = response.get("metadata") or {}
+                ctx.written[action.ref] = Written(
+                    str(meta.get("uid", "")),
+                    int(meta.get("generation") or 0),
+                    ctx.monotonic(),
+                    str(meta.get("resourceVersion", "")),
+                )
+            else:
+                workload = action.ref.kind in WORKLOAD_KINDS
+                await ctx.writer.delete(action.ref, action.child.uid, foreground=workload)
+                ctx.written.pop(action.ref, None)
+        except ApiError as error:
+            return done, responses, error
+        done.append(action)
+        await ctx.hooks.audit(_action_record(key, action, ctx.now()))
+    return done, responses, None
+
+
+def _action_record(key: DeploymentKey, action: Action, now: datetime) -> OperatorAction:
+    if isinstance(action, Apply):
+        detail = ", ".join(action.drift[:8])
+        return OperatorAction(key, "apply", str(action.ref), action.reason, detail, now)
+    return OperatorAction(key, "delete", str(action.ref), "not in the current plan", "", now)
+
+
+def _engine_workload(
+    key: DeploymentKey,
+    observation: Observation,
+    responses: Mapping[ChildRef, Mapping[str, Any]],
+) -> Mapping[str, Any] | None:
+    """generation + status of the engine Deployment: the apply response when we just wrote
+    it (fresher than the watch), else the observed object."""
+    for ref, response in responses.items():
+        if ref.kind == "Deployment" and ref.name == engine_name(key.name):
+            meta = response.get("metadata") or {}
+            return {"generation": meta.get("generation"), "status": response.get("status") or {}}
+    for child in observation.children:
+        if child.ref.kind == "Deployment" and child.ref.name == engine_name(key.name):
+            return (
+                None if child.deleting else {"generation": child.generation, "status": child.status}
+            )
+    return None
+
+
+async def reconcile(
+    md: Mapping[str, Any], observation: Observation, ctx: ReconcileContext
+) -> Outcome:
+    """One level-based pass for one ModelDeployment; safe to run any number of times."""
+    meta = md.get("metadata") or {}
+    key = DeploymentKey(str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")))
+    if meta.get("deletionTimestamp"):
+        return Outcome(key)
+    generation = int(meta.get("generation") or 0)
+    desired, verdict = await _desired(key, generation, md.get("spec"), observation, ctx)
+    actions: list[Action] = []
+    if desired.refusal is None:
+        actions = plan_actions(
+            desired.children,
+            observation.children,
+            key.uid,
+            written=ctx.written,
+            now=ctx.monotonic(),
+        )
+    done, responses, error = await _execute(key, actions, ctx)
+
+    memo = ctx.statuses.get((key.namespace, key.name))
+    previous = parse_previous(md.get("status"))
+    if memo is not None:
+        previous = memo.resolve(previous)
+    spec = desired.spec
+    template_hash = desired.plan.template_hash if desired.plan else None
+    stuck = [
+        p
+        for p in observation.pods
+        if p.unschedulable and p.template_hash == template_hash and not p.deleting
+    ]
+    shortage = None
+    if stuck:
+        try:
+            usage = await ctx.writer.gpu_usage()
+        except ApiError:
+            usage = None  # the scheduler's own message is still reported
+        if usage is not None:
+            shortage = gpu_shortage(stuck[0], observation.nodes, usage)
+    observed = Observed(
+        generation=generation,
+        spec=spec,
+        plan=plan_status(desired.plan) if desired.plan else None,
+        template_hash=template_hash,
+        refusal=desired.refusal,
+        deployment=_engine_workload(key, observation, responses),
+        pods=observation.pods,
+        shortage=shortage,
+        apply_error=str(error) if error else None,
+        policy=verdict or PolicyVerdict(),
+        autoscaler=ctx.hooks.autoscaler(key, spec) if spec is not None else None,
+        selector=selector(key.name),
+        endpoint=endpoint(key),
+    )
+    status, transitions = compute_status(observed, previous, ctx.now())
+    patch = status_patch(status, previous)
+    if patch is not None:
+        try:
+            await ctx.writer.patch_status(key, patch)
+        except ApiError as failed:
+            return Outcome(
+                key, tuple(done), error=error or failed, refused=desired.refusal is not None
+            )
+        if memo is None:
+            ctx.statuses[(key.namespace, key.name)] = StatusMemo(status, [previous])
+        else:
+            memo.record(previous, status)
+    for transition in transitions:
+        await ctx.hooks.audit(
+            OperatorAction(
+                key,
+                "condition",
+                transition.type,
+                transition.reason,
+                transition.message,
+                ctx.now(),
+                {"status": transition.status},
+            )
+        )
+    return Outcome(
+        key=key,
+        actions=tuple(done),
+        transitions=tuple(transitions),
+        status_written=patch is not None,
+        phase=status.phase.value,
+        desired_replicas=spec.replicas if spec is not None else 0,
+        ready_replicas=status.ready_replicas,
+        error=error,
+        refused=desired.refusal is not None,
+    )
