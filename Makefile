@@ -9,6 +9,14 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 ##@ Getting started
 
+.PHONY: demo
+demo: venv binaries ## Local control plane with fake GPU nodes, the operator as the chart installs it, the examples Ready
+	bash scripts/demo.sh
+
+.PHONY: demo-down
+demo-down: venv ## Stop the demo's operator and control plane
+	bash scripts/demo.sh down
+
 .PHONY: help
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
@@ -56,8 +64,9 @@ engine-deps: venv ## Install vLLM's CPU build, diffusers and Ray into .venv, bui
 ##@ Manifests
 
 .PHONY: crds
-crds: venv ## Regenerate crds/*.yaml from the pydantic models
+crds: venv ## Regenerate crds/*.yaml from the pydantic models and copy them into the chart
 	$(BIN)/sovereign crds
+	bash scripts/sync-chart-crds.sh
 
 .PHONY: crds-check
 crds-check: venv ## Fail when crds/*.yaml differ from the pydantic models
@@ -73,6 +82,10 @@ bench-audit: venv ## Audit file-sink throughput, added latency, verify speed on 
 bench-autoscaling: venv ## Autoscaling simulator (ours vs HPA) and decision/scrape cost per tick
 	$(BIN)/python bench/autoscaling_sim.py
 	$(BIN)/python bench/autoscaling_decision_cost.py
+
+.PHONY: bench-operator
+bench-operator: venv binaries ## Operator API writes per resync, create latency, 1,000-object burst, RSS
+	$(BIN)/python bench/operator_bench.py
 
 .PHONY: bench-digest
 bench-digest: venv ## Model digest throughput against sha256sum

@@ -1,0 +1,68 @@
+"""The operator needs nothing beyond the chart's ClusterRole: zero 403 responses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from sovereign_operator.local import NAMESPACE, RELEASE, OperatorProcess
+from tests.integration.operator.conftest import Md, model_deployment, wait_for
+
+pytestmark = pytest.mark.integration
+
+USER = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
+
+
+def requests_by(logs: Path, username: str) -> list[dict[str, Any]]:
+    """Every request of `username` in the API server's audit log, rotated files included."""
+    found = []
+    for path in sorted(logs.glob("audit*.log")):
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if (
+                entry.get("stage") == "ResponseComplete"
+                and entry["user"].get("username") == username
+            ):
+                found.append(entry)
+    return found
+
+
+def test_create_scale_update_delete_as_the_charts_service_account_see_no_403(
+    cluster: Any,
+    operator: OperatorProcess,
+    model_store: str,
+    namespace: str,
+    api: k8s.ApiClient,
+    kubectl: Any,
+    md: Md,
+) -> None:
+    if cluster.state is None:
+        pytest.skip("reads the local control plane's audit log")
+    md.create(model_deployment("rbac", namespace))
+    md.wait_condition(namespace, "rbac", "Ready")
+    kubectl("scale", "md/rbac", "-n", namespace, "--replicas=2")
+    wait_for(lambda: md.get(namespace, "rbac")["status"]["readySummary"] == "2/2", 60, "2/2")
+    md.patch_spec(namespace, "rbac", {"resources": {"gpus": 2}})
+    wait_for(
+        lambda: md.get(namespace, "rbac")["status"]["plan"]["parallelism"] == "2x1", 60, "TP 2"
+    )
+    md.wait_condition(namespace, "rbac", "Ready")
+    kubectl("delete", "md/rbac", "-n", namespace, "--timeout=60s")
+
+    entries = requests_by(cluster.state.logs, USER)
+    verbs = {(e["verb"], e["objectRef"].get("resource")) for e in entries if "objectRef" in e}
+    # The identity really did the work (not some other credential)...
+    assert {
+        ("patch", "deployments"),
+        ("delete", "deployments"),
+        ("list", "modeldeployments"),
+    } <= verbs
+    # ...and the API server never refused it, over the whole session so far.
+    refused = [
+        f"{e['verb']} {e['requestURI']}" for e in entries if e["responseStatus"].get("code") == 403
+    ]
+    assert refused == []
