@@ -45,10 +45,6 @@ def matches_placement(pod: PodSnapshot, node: NodeSnapshot) -> bool:
     return all(any(t.tolerates(taint) for t in pod.tolerations) for taint in node.taints)
 
 
-# groups.py imported the helper under its former private name; kept until it moves over.
-_matches_placement = matches_placement
-
-
 def _expression_holds(
     labels: Mapping[str, str], key: str, operator: str, values: tuple[str, ...]
 ) -> bool:

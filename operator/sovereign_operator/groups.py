@@ -11,40 +11,35 @@ reconciler and the status computation use these functions to treat groups as who
   annotated with why (`parked_groups`), and it comes back once the cluster has room for all
   of it (`group_shortage` returns None);
 - `Scheduled=False` names the shortage for the whole group: how many GPUs of which type on
-  how many more nodes (`group_shortage`), since each pod needs a node of its own.
+  how many more nodes (`group_shortage`), since each pod needs a node of its own;
+- `summarize` condenses all of it into the counts the status is computed from.
 
-Inputs are the raw objects of the watch streams (`observe_group`, `group_pod`), so these
-functions need nothing the cluster does not already say, and survive operator restarts.
+Why a spec change removes the old groups at once instead of after the new ones are ready:
+a replacement group needs `pipeline` whole free nodes, which a cluster sized for the
+deployment does not have. A surge group would be placed partly on whatever the old groups
+leave free, hold those GPUs, and wait for nodes the old groups never give back: a rollout
+that cannot finish. Replacing (like a Deployment's `Recreate`) always converges; the cost
+is that the model serves nothing between the old groups' removal and the new ones'
+readiness, which a multi-node engine reloading its weights mostly costs anyway.
+
+Inputs are the watch streams' snapshots (`observe_group`, `group_pod`), so these functions
+need nothing the cluster does not already say, and survive operator restarts.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-# Private in capacity; imported as is until it is made public (see group_shortage).
-from sovereign_operator.capacity import _matches_placement
-from sovereign_operator.observe import NodeSnapshot, PodSnapshot, observe_pod
-from sovereign_operator.render.group_names import GROUP_INDEX_LABEL, GROUP_LABEL, POD_INDEX_LABEL
+from sovereign_operator.capacity import matches_placement
+from sovereign_operator.observe import NodeSnapshot, ObservedChild, PodSnapshot, observe_pod
+from sovereign_operator.render.group_names import GROUP_INDEX_LABEL
 from sovereign_operator.render.group_statefulset import PARKED_ANNOTATION
 from sovereign_operator.render.meta import TEMPLATE_HASH_ANNOTATION
 from sovereign_operator.render.placement import GPU_PRODUCT_LABEL
 from sovereign_operator.render.pod import GPU_RESOURCE
-
-_ORDINAL = re.compile(r"-(\d+)$")
-
-
-@dataclass(frozen=True)
-class GroupPod:
-    """One pod of a group: its snapshot, its rank, and since when it could not be placed."""
-
-    snapshot: PodSnapshot
-    group: str
-    rank: int
-    unschedulable_since: datetime | None
 
 
 @dataclass(frozen=True)
@@ -58,50 +53,42 @@ class ObservedGroup:
     """Pods the StatefulSet asks for: the plan's nodes per replica, 0 when parked."""
     parked: str | None
     """The parked note (see PARKED_ANNOTATION), None when the group may run."""
-    pods: tuple[GroupPod, ...]
+    pods: tuple[PodSnapshot, ...]
+    """The group's pods by rank."""
+    template: PodSnapshot
+    """The StatefulSet's pod template: what every pod of the group asks for, even when the
+    group has no pods (parked)."""
+    deleting: bool = False
 
     @property
-    def live_pods(self) -> list[GroupPod]:
-        return [p for p in self.pods if not p.snapshot.deleting]
+    def live_pods(self) -> list[PodSnapshot]:
+        return [p for p in self.pods if not p.deleting]
 
     @property
-    def placed(self) -> list[GroupPod]:
-        return [p for p in self.live_pods if p.snapshot.node_name]
+    def placed(self) -> list[PodSnapshot]:
+        return [p for p in self.live_pods if p.node_name]
 
     @property
-    def unplaced(self) -> list[GroupPod]:
-        return [p for p in self.live_pods if not p.snapshot.node_name]
+    def unplaced(self) -> list[PodSnapshot]:
+        return [p for p in self.live_pods if not p.node_name]
 
 
-def _timestamp(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+def group_pod(raw: Mapping[str, Any]) -> PodSnapshot | None:
+    """The snapshot of a raw Pod when it belongs to a group, else None."""
+    snapshot = observe_pod(raw)
+    return snapshot if snapshot.group else None
 
 
-def group_pod(raw: Mapping[str, Any]) -> GroupPod | None:
-    """The group view of a raw Pod; None for a pod that belongs to no group."""
-    meta = raw.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    group = labels.get(GROUP_LABEL)
-    if not group:
-        return None
-    rank_text = labels.get(POD_INDEX_LABEL)
-    if rank_text is None and (match := _ORDINAL.search(str(meta.get("name", "")))):
-        rank_text = match.group(1)  # clusters before 1.28 have no pod-index label
-    since = None
-    for condition in (raw.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            since = _timestamp(condition.get("lastTransitionTime"))
-    return GroupPod(observe_pod(raw), str(group), int(rank_text or 0), since)
-
-
-def observe_group(statefulset: Mapping[str, Any], pods: Iterable[GroupPod]) -> ObservedGroup:
-    """A group from its raw StatefulSet and any pods (only the group's own are kept)."""
+def observe_group(
+    statefulset: Mapping[str, Any], pods: Iterable[PodSnapshot], *, deleting: bool = False
+) -> ObservedGroup:
+    """A group from its StatefulSet (raw, or an ObservedChild's body) and any pods; only
+    the group's own pods are kept."""
     meta = statefulset.get("metadata") or {}
     labels = meta.get("labels") or {}
     spec = statefulset.get("spec") or {}
-    template_meta = (spec.get("template") or {}).get("metadata") or {}
+    template = spec.get("template") or {}
+    template_meta = template.get("metadata") or {}
     name = str(meta.get("name", ""))
     index = labels.get(GROUP_INDEX_LABEL)
     return ObservedGroup(
@@ -113,14 +100,28 @@ def observe_group(statefulset: Mapping[str, Any], pods: Iterable[GroupPod]) -> O
         size=int(spec.get("replicas") or 0),
         parked=(meta.get("annotations") or {}).get(PARKED_ANNOTATION),
         pods=tuple(sorted((p for p in pods if p.group == name), key=lambda p: p.rank)),
+        template=observe_pod({"metadata": template_meta, "spec": template.get("spec") or {}}),
+        deleting=deleting or meta.get("deletionTimestamp") is not None,
     )
+
+
+def observe_groups(
+    children: Iterable[ObservedChild], pods: Iterable[PodSnapshot], owner_uid: str
+) -> list[ObservedGroup]:
+    """Every group (StatefulSet) the ModelDeployment `owner_uid` controls, with its pods."""
+    group_pods = [p for p in pods if p.group]
+    return [
+        observe_group(child.body, group_pods, deleting=child.deleting)
+        for child in children
+        if child.ref.kind == "StatefulSet" and child.owner_uid == owner_uid
+    ]
 
 
 def group_ready(group: ObservedGroup) -> bool:
     """Every rank 0..size-1 has a live, ready pod. A parked or empty group is never ready."""
-    if group.parked is not None or group.size < 1:
+    if group.parked is not None or group.deleting or group.size < 1:
         return False
-    ready = {p.rank for p in group.live_pods if p.snapshot.ready}
+    ready = {p.rank for p in group.live_pods if p.ready}
     return ready >= set(range(group.size))
 
 
@@ -146,8 +147,24 @@ def placement_overdue(group: ObservedGroup, now: datetime, timeout: timedelta) -
     """
     if group.parked is not None or not partly_placed(group):
         return False
-    waiting = [p.unschedulable_since for p in group.unplaced if p.unschedulable_since]
+    waiting = [p.waiting_since for p in group.unplaced if p.waiting_since]
     return bool(waiting) and now - min(waiting) >= timeout
+
+
+def next_placement_deadline(groups: Iterable[ObservedGroup], timeout: timedelta) -> datetime | None:
+    """When the first partly placed group becomes overdue (None: no group is waiting).
+
+    Nothing else happens at that moment (no watch event), so the operator schedules a pass
+    for it rather than parking up to a resync interval late.
+    """
+    deadlines = [
+        min(waiting) + timeout
+        for group in groups
+        if group.parked is None
+        and partly_placed(group)
+        and (waiting := [p.waiting_since for p in group.unplaced if p.waiting_since])
+    ]
+    return min(deadlines, default=None)
 
 
 def parked_note(group: ObservedGroup, now: datetime, timeout: timedelta) -> str:
@@ -193,17 +210,16 @@ def group_shortage(
     `pod` is any pod of the group (or of its template): its GPUs and placement rules are
     the group's. A missing pod needs a matching node with enough free GPUs that holds no
     other pod of the group. Placement is matched by capacity's own rules (selector,
-    required affinity, taints) so the two messages agree; that helper is private there
-    and is imported as is until it is made public.
+    required affinity, taints) so the two messages agree.
     """
-    placed_nodes = {p.snapshot.node_name for p in group.placed}
+    placed_nodes = {p.node_name for p in group.placed}
     missing = pods_per_group - len(placed_nodes)
     if missing <= 0 or pod.gpus <= 0:
         return None
     eligible = [
         n
         for n in nodes
-        if n.schedulable and n.name not in placed_nodes and _matches_placement(pod, n)
+        if n.schedulable and n.name not in placed_nodes and matches_placement(pod, n)
     ]
     free = {n.name: max(n.gpus - used.get(n.name, 0), 0) for n in eligible}
     fitting = sorted(name for name, gpus in free.items() if gpus >= pod.gpus)
@@ -225,3 +241,108 @@ def group_shortage(
         best = max(others, key=lambda name: (others[name], name))
         message += f"; largest free elsewhere is {others[best]} on {best}"
     return message
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """What the status of a multi-node deployment is computed from."""
+
+    desired: int
+    """spec.replicas: groups wanted."""
+    current: int
+    """Groups of the current template that are not being deleted."""
+    ready: int
+    """Current groups whose every pod is ready: the deployment's ready replicas."""
+    stale: int
+    """Groups of an older template still present (being removed whole)."""
+    leaving: int
+    """Current-template groups being deleted (scaled down, or deleted by someone)."""
+    parked: tuple[tuple[str, str], ...] = ()
+    """(group, note) of the groups parked after their placement timeout."""
+
+    @property
+    def present(self) -> int:
+        """Every group StatefulSet that still exists: status.replicas."""
+        return self.current + self.stale + self.leaving
+
+
+def summarize(
+    groups: Iterable[ObservedGroup],
+    template_hash: str,
+    desired: int,
+    parked: Mapping[str, str],
+) -> GroupSummary:
+    """Counts of `groups` against the plan; `parked` is what this pass rendered parked
+    (fresher than the StatefulSets' annotations, which follow one watch event later)."""
+    groups = list(groups)
+    current = current_groups(groups, template_hash)
+    return GroupSummary(
+        desired=desired,
+        current=len(current),
+        ready=ready_groups((g for g in current if g.name not in parked), template_hash),
+        stale=len(stale_groups(groups, template_hash)),
+        leaving=sum(1 for g in groups if g.template_hash == template_hash and g.deleting),
+        parked=tuple(sorted(parked.items())),
+    )
+
+
+def current_groups(groups: Iterable[ObservedGroup], template_hash: str) -> list[ObservedGroup]:
+    """Groups of the current template that are not being deleted."""
+    return [g for g in groups if g.template_hash == template_hash and not g.deleting]
+
+
+def parking_pending(groups: Iterable[ObservedGroup], now: datetime, timeout: timedelta) -> bool:
+    """Whether any group is parked or overdue: only then is the cluster's GPU usage needed
+    (a cluster-wide read) to decide which groups to park."""
+    return any(g.parked is not None or placement_overdue(g, now, timeout) for g in groups)
+
+
+def decide_parking(
+    groups: Iterable[ObservedGroup],
+    now: datetime,
+    timeout: timedelta,
+    *,
+    nodes: Iterable[NodeSnapshot],
+    used: Mapping[str, int] | None,
+    pods_per_group: int,
+    previous: Mapping[str, str],
+) -> dict[str, str]:
+    """`parked_groups` with the shortage of each group taken from the cluster's nodes and
+    GPU usage (`used`; None when unknown: parked groups then stay parked).
+
+    A group parked by the previous rendering (`previous`) keeps that rendering's note: the
+    watch may not show the StatefulSet's annotation yet, and a fresh note would rewrite it.
+    """
+    nodes = list(nodes)
+
+    def shortage(group: ObservedGroup) -> str | None:
+        if used is None:
+            return "the cluster's GPU usage could not be read"
+        return group_shortage(group, group.template, nodes, used, pods_per_group)
+
+    parked = parked_groups(groups, now, timeout, shortage)
+    return {name: previous.get(name, note) for name, note in parked.items()}
+
+
+def shortage_of(
+    stuck: PodSnapshot | None,
+    groups: Iterable[ObservedGroup],
+    *,
+    parked: Iterable[str],
+    nodes: Iterable[NodeSnapshot],
+    used: Mapping[str, int],
+    pods_per_group: int,
+) -> str | None:
+    """The shortage of the group of the pod `stuck` (one that cannot be placed) or, with no
+    such pod, of the first parked group: what it takes for that group to run whole."""
+    by_name = {g.name: g for g in groups}
+    if stuck is not None:
+        group = by_name.get(stuck.group)
+        if group is None:
+            return None
+        return group_shortage(group, stuck, nodes, used, pods_per_group)
+    for name in sorted(parked):
+        if name in by_name:
+            group = by_name[name]
+            return group_shortage(group, group.template, nodes, used, pods_per_group)
+    return None

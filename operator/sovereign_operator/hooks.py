@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sovereign_operator.api.model_deployment import ModelDeploymentSpec
 
@@ -78,6 +78,13 @@ class OperatorAction:
     detail: str = ""
     time: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    generation: int | None = None
+    """The ModelDeployment's metadata.generation the pass acted on."""
+    model_source: str | None = None
+    model_digest: str | None = None
+    target_uid: str | None = None
+    """uid and generation of the child written, from the API server's answer."""
+    target_generation: int | None = None
 
 
 AuditHook = Callable[[OperatorAction], Awaitable[None]]
@@ -88,9 +95,78 @@ async def no_audit(_action: OperatorAction) -> None:
 
 
 @dataclass(frozen=True)
+class AuditHealthReport:
+    """The AuditSinkHealthy condition, and whether `audit.failurePolicy: pause` holds changes."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+    pause: bool = False
+    """True: a sink fails under `pause`; reconcile applies nothing until it recovers."""
+
+
+AuditHealthHook = Callable[[], AuditHealthReport | None]
+
+
+def no_audit_health() -> AuditHealthReport | None:
+    """None: no audit trail is configured, so no AuditSinkHealthy condition."""
+    return None
+
+
+@dataclass(frozen=True)
+class AdmissionUser:
+    """Who asked, as the API server authenticated them (the admission request's userInfo)."""
+
+    username: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdmissionRecord:
+    """One admission decision on a ModelDeployment, handed to the audit trail.
+
+    Dry runs are decided but never recorded (the webhook declares sideEffects NoneOnDryRun).
+    """
+
+    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+    user: AdmissionUser
+    namespace: str
+    name: str
+    uid: str
+    """The object's uid; empty on CREATE (the API server assigns it after admission)."""
+    generation: int | None
+    allowed: bool
+    reason: str
+    """Admitted: Compliant, NoPolicy, SpecUnchanged, Deleted, NotChecked. Refused: PolicyViolation,
+    InvalidSpec, PolicyUnreadable, NamespaceUnknown (see `admission.decide`)."""
+    message: str
+    policies: tuple[str, ...]
+    """The ModelPolicies that selected the namespace (empty when none did)."""
+    old_spec: dict[str, Any] | None
+    new_spec: dict[str, Any] | None
+    time: datetime
+    request_uid: str = ""
+    """The AdmissionReview's request uid; the API server's audit event for the same request
+    carries it as the `modeldeployments.validate.sovereign.dev/request-uid` annotation."""
+    audit_id: str = ""
+    """The API server's Audit-ID, if it ever sends one to webhooks (Kubernetes does not
+    today, so this is empty; `request_uid` links the two logs instead)."""
+
+
+AdmissionAuditHook = Callable[[AdmissionRecord], Awaitable[None]]
+
+
+async def no_admission_audit(_record: AdmissionRecord) -> None:
+    return None
+
+
+@dataclass(frozen=True)
 class Hooks:
     """Everything reconcile calls out to; the defaults do nothing and claim nothing."""
 
     policy: PolicyHook = no_policy
     autoscaler: AutoscalerHook = no_autoscaler
     audit: AuditHook = no_audit
+    audit_health: AuditHealthHook = no_audit_health
+    admission_audit: AdmissionAuditHook = no_admission_audit

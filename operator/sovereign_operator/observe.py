@@ -9,10 +9,13 @@ thousands of objects (a raw Pod is ~10 kB of JSON; its snapshot is a few hundred
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
+from sovereign_operator.render.group_names import GROUP_LABEL, POD_INDEX_LABEL
 from sovereign_operator.render.meta import (
     LABEL_DEPLOYMENT,
     SPEC_HASH_ANNOTATION,
@@ -207,6 +210,15 @@ class PodSnapshot:
     fetch_message: str = ""
     crash: str | None = None
     """Why the engine keeps dying (crash loop) or cannot start (image, configuration)."""
+    group: str = ""
+    """The multi-node group the pod belongs to ("" for single-node engines)."""
+    rank: int = 0
+    """The pod's rank in its group (its StatefulSet ordinal); 0 outside groups."""
+    waiting_since: datetime | None = None
+    """When the scheduler last turned PodScheduled False (how long a group pod waits)."""
+
+
+_ORDINAL: Final = re.compile(r"-(\d+)$")
 
 
 def observe_pod(raw: Mapping[str, Any]) -> PodSnapshot:
@@ -215,6 +227,11 @@ def observe_pod(raw: Mapping[str, Any]) -> PodSnapshot:
     status = raw.get("status") or {}
     annotations = meta.get("annotations") or {}
     fetch_done, fetch_failure, fetch_message = _fetch_state(status)
+    labels = meta.get("labels") or {}
+    group = str(labels.get(GROUP_LABEL) or "")
+    rank_text = labels.get(POD_INDEX_LABEL)
+    if group and rank_text is None and (match := _ORDINAL.search(str(meta.get("name", "")))):
+        rank_text = match.group(1)  # clusters before 1.28 have no pod-index label
     return PodSnapshot(
         name=str(meta.get("name", "")),
         namespace=str(meta.get("namespace", "")),
@@ -241,6 +258,9 @@ def observe_pod(raw: Mapping[str, Any]) -> PodSnapshot:
         fetch_failure=fetch_failure,
         fetch_message=fetch_message,
         crash=_crash(status),
+        group=group,
+        rank=int(rank_text or 0),
+        waiting_since=_waiting_since(status),
     )
 
 
@@ -258,6 +278,14 @@ def _unschedulable(status: Mapping[str, Any]) -> str | None:
             and condition.get("reason") == "Unschedulable"
         ):
             return str(condition.get("message") or "the scheduler found no node")
+    return None
+
+
+def _waiting_since(status: Mapping[str, Any]) -> datetime | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            stamp = condition.get("lastTransitionTime")
+            return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
     return None
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from sovereign_operator.actions import Action, Apply, Written, plan_actions
@@ -23,7 +23,23 @@ from sovereign_operator.api.model_deployment import (
 )
 from sovereign_operator.api.problems import InvalidSpec, parse
 from sovereign_operator.capacity import gpu_shortage, gpus_per_node_by_type
-from sovereign_operator.hooks import DeploymentKey, Hooks, OperatorAction, PolicyVerdict
+from sovereign_operator.groups import (
+    ObservedGroup,
+    current_groups,
+    decide_parking,
+    next_placement_deadline,
+    observe_groups,
+    parking_pending,
+    shortage_of,
+    summarize,
+)
+from sovereign_operator.hooks import (
+    AuditHook,
+    DeploymentKey,
+    Hooks,
+    OperatorAction,
+    PolicyVerdict,
+)
 from sovereign_operator.observe import (
     WORKLOAD_KINDS,
     ChildRef,
@@ -45,6 +61,7 @@ from sovereign_operator.render import (
     UnsupportedPlanError,
     render_children,
 )
+from sovereign_operator.render.group_names import leader_selector
 from sovereign_operator.render.meta import engine_name, selector_labels, service_name
 from sovereign_operator.status import (
     Observed,
@@ -124,10 +141,11 @@ class ReconcileContext:
     """Our last write of each child; shared across passes, cleared when a child is deleted."""
     statuses: MutableMapping[tuple[str, str], StatusMemo] = field(default_factory=dict)
     """Our last status write per ModelDeployment (namespace, name)."""
-    rendered: MutableMapping[tuple[str, str], tuple[Hashable, _Desired]] = field(
+    rendered: MutableMapping[tuple[str, str], tuple[tuple[Hashable, Hashable], _Desired]] = field(
         default_factory=dict
     )
-    """The last rendering per ModelDeployment and what it was rendered from."""
+    """The last rendering per ModelDeployment and what it was rendered from: (the spec and
+    cluster facts it was planned from, the groups it parked)."""
     monotonic: Callable[[], float] = time.monotonic
 
 
@@ -144,6 +162,9 @@ class Outcome:
     ready_replicas: int = 0
     error: ApiError | None = None
     refused: bool = False
+    recheck_after: float | None = None
+    """Seconds until a deadline this pass found (a group's placement timeout) runs out: the
+    operator passes again then, since no watch event marks that moment."""
 
     @property
     def writes(self) -> int:
@@ -165,6 +186,32 @@ class _Desired:
     plan: ServingPlan | None = None
     children: tuple[Manifest, ...] = ()
     refusal: Refusal | None = None
+    parked: Mapping[str, str] = field(default_factory=dict)
+    """Multi-node groups rendered with no pods after their placement timeout -> why."""
+
+    @property
+    def multi_node(self) -> bool:
+        return self.plan is not None and self.plan.topology == "multi-node"
+
+
+class _Usage:
+    """The cluster's GPU usage, read at most once per pass and only when a pass needs it
+    (it is a cluster-wide read)."""
+
+    def __init__(self, writer: ChildWriter) -> None:
+        self._writer = writer
+        self._read = False
+        self._value: Mapping[str, int] | None = None
+
+    async def get(self) -> Mapping[str, int] | None:
+        """None when the API server did not answer (callers then say less, not wrong)."""
+        if not self._read:
+            self._read = True
+            try:
+                self._value = await self._writer.gpu_usage()
+            except ApiError:
+                self._value = None
+        return self._value
 
 
 async def _desired(
@@ -172,7 +219,10 @@ async def _desired(
     generation: int,
     raw_spec: Any,
     observation: Observation,
+    *,
+    groups: Sequence[ObservedGroup],
     ctx: ReconcileContext,
+    usage: _Usage,
 ) -> tuple[_Desired, PolicyVerdict | None]:
     try:
         spec = parse(ModelDeploymentSpec, raw_spec, prefix="spec")
@@ -196,26 +246,69 @@ async def _desired(
         facts.default_image,
         facts.allow_trust_remote_code,
     )
+    # Parked groups change the rendering without a spec change, so they are part of the key.
     cached = ctx.rendered.get((key.namespace, key.name))
-    if cached is not None and cached[0] == source:
+    previous = cached[1] if cached is not None and cached[0][0] == source else None
+    planned = previous or _plan(key, spec, facts)
+    parked = await _parking(
+        planned, groups, observation=observation, ctx=ctx, usage=usage, previous=previous
+    )
+    rendering = (source, tuple(sorted(parked.items())))
+    if cached is not None and cached[0] == rendering:
         return cached[1], verdict
-    desired = _render(key, spec, facts, ctx)
-    ctx.rendered[(key.namespace, key.name)] = (source, desired)
+    desired = _render(key, planned, parked, ctx)
+    ctx.rendered[(key.namespace, key.name)] = (rendering, desired)
     return desired, verdict
 
 
-def _render(
-    key: DeploymentKey, spec: ModelDeploymentSpec, facts: ClusterFacts, ctx: ReconcileContext
-) -> _Desired:
+def _plan(key: DeploymentKey, spec: ModelDeploymentSpec, facts: ClusterFacts) -> _Desired:
     try:
-        serving = plan(key.name, key.namespace, spec, facts)
+        return _Desired(spec, plan(key.name, key.namespace, spec, facts))
     except InvalidSpec as invalid:
         return _Desired(spec, refusal=Refusal("InvalidSpec", str(invalid).replace("\n", "; ")))
+
+
+def _render(
+    key: DeploymentKey, planned: _Desired, parked: Mapping[str, str], ctx: ReconcileContext
+) -> _Desired:
+    serving = planned.plan
+    if planned.refusal is not None or serving is None:
+        return planned
+    owner = Owner.model_deployment(key.name, key.uid)
     try:
-        children = render_children(serving, ctx.options, Owner.model_deployment(key.name, key.uid))
+        children = render_children(serving, ctx.options, owner, parked)
     except UnsupportedPlanError as unsupported:
-        return _Desired(spec, serving, refusal=Refusal("UnsupportedPlan", str(unsupported)))
-    return _Desired(spec, serving, tuple(children))
+        return _Desired(planned.spec, serving, refusal=Refusal("UnsupportedPlan", str(unsupported)))
+    return _Desired(planned.spec, serving, tuple(children), parked=dict(parked))
+
+
+async def _parking(
+    planned: _Desired,
+    groups: Sequence[ObservedGroup],
+    *,
+    observation: Observation,
+    ctx: ReconcileContext,
+    usage: _Usage,
+    previous: _Desired | None,
+) -> dict[str, str]:
+    """The multi-node groups to render with no pods (see `groups.decide_parking`)."""
+    serving = planned.plan
+    if planned.refusal is not None or serving is None or not planned.multi_node:
+        return {}
+    now = ctx.now()
+    timeout = timedelta(seconds=serving.spec.multi_node.placement_timeout)
+    current = current_groups(groups, serving.template_hash)
+    if not parking_pending(current, now, timeout):
+        return {}
+    return decide_parking(
+        current,
+        now,
+        timeout,
+        nodes=observation.nodes,
+        used=await usage.get(),
+        pods_per_group=serving.pods_per_replica,
+        previous=previous.parked if previous is not None else {},
+    )
 
 
 def plan_status(serving: ServingPlan) -> PlanStatus:
@@ -236,12 +329,44 @@ def endpoint(key: DeploymentKey) -> str:
     return f"http://{service_name(key.name)}.{key.namespace}.svc:{ENGINE_PORT}/v1"
 
 
-def selector(name: str) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+def selector(name: str, multi_node: bool = False) -> str:
+    """status.selector, which the scale subresource (and so an HPA) counts replicas by:
+    for multi-node plans only the groups' leaders, one pod per replica."""
+    labels = leader_selector(name) if multi_node else selector_labels(name)
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+async def _shortage(
+    stuck: Sequence[PodSnapshot],
+    desired: _Desired,
+    groups: Sequence[ObservedGroup],
+    nodes: Sequence[NodeSnapshot],
+    usage: _Usage,
+) -> str | None:
+    """What the cluster lacks for the pods that cannot be placed, or for a parked group
+    (whose pods are gone) to come back; None when GPUs are not what is missing."""
+    if not stuck and not desired.parked:
+        return None
+    used = await usage.get()
+    if used is None:
+        return None  # the scheduler's own message is still reported
+    if desired.multi_node and desired.plan is not None:
+        first = stuck[0] if stuck else None
+        found = shortage_of(
+            first,
+            groups,
+            parked=desired.parked,
+            nodes=nodes,
+            used=used,
+            pods_per_group=desired.plan.pods_per_replica,
+        )
+        if found is not None or first is None or first.group:
+            return found
+    return gpu_shortage(stuck[0], nodes, used) if stuck else None
 
 
 async def _execute(
-    key: DeploymentKey, actions: Sequence[Action], ctx: ReconcileContext
+    key: DeploymentKey, actions: Sequence[Action], ctx: ReconcileContext, audit: AuditHook
 ) -> tuple[list[Action], dict[ChildRef, Mapping[str, Any]], ApiError | None]:
     """Run actions in order, stopping at the first refusal: a NetworkPolicy that failed
     must not be followed by the Deployment it was meant to isolate."""
@@ -266,15 +391,52 @@ async def _execute(
         except ApiError as error:
             return done, responses, error
         done.append(action)
-        await ctx.hooks.audit(_action_record(key, action, ctx.now()))
+        await audit(_action_record(key, action, ctx.now(), responses.get(action.ref)))
     return done, responses, None
 
 
-def _action_record(key: DeploymentKey, action: Action, now: datetime) -> OperatorAction:
+def _action_record(
+    key: DeploymentKey, action: Action, now: datetime, response: Mapping[str, Any] | None
+) -> OperatorAction:
     if isinstance(action, Apply):
         detail = ", ".join(action.drift[:8])
-        return OperatorAction(key, "apply", str(action.ref), action.reason, detail, now)
-    return OperatorAction(key, "delete", str(action.ref), "not in the current plan", "", now)
+        meta = (response or {}).get("metadata") or {}
+        return OperatorAction(
+            key,
+            "apply",
+            str(action.ref),
+            action.reason,
+            detail,
+            now,
+            target_uid=meta.get("uid"),
+            target_generation=meta.get("generation"),
+        )
+    return OperatorAction(
+        key,
+        "delete",
+        str(action.ref),
+        "not in the current plan",
+        "",
+        now,
+        target_uid=action.child.uid or None,
+    )
+
+
+def _stamped(audit: AuditHook, generation: int, spec: ModelDeploymentSpec | None) -> AuditHook:
+    """The audit hook, with what every record of this pass carries: generation and model."""
+
+    async def record(action: OperatorAction) -> None:
+        model = spec.model if spec is not None else None
+        await audit(
+            replace(
+                action,
+                generation=generation,
+                model_source=model.source if model else None,
+                model_digest=model.digest if model else None,
+            )
+        )
+
+    return record
 
 
 def _engine_workload(
@@ -305,7 +467,11 @@ async def reconcile(
     if meta.get("deletionTimestamp"):
         return Outcome(key)
     generation = int(meta.get("generation") or 0)
-    desired, verdict = await _desired(key, generation, md.get("spec"), observation, ctx)
+    groups = observe_groups(observation.children, observation.pods, key.uid)
+    usage = _Usage(ctx.writer)
+    desired, verdict = await _desired(
+        key, generation, md.get("spec"), observation, groups=groups, ctx=ctx, usage=usage
+    )
     actions: list[Action] = []
     if desired.refusal is None:
         actions = plan_actions(
@@ -315,7 +481,12 @@ async def reconcile(
             written=ctx.written,
             now=ctx.monotonic(),
         )
-    done, responses, error = await _execute(key, actions, ctx)
+    audit_health = ctx.hooks.audit_health()
+    withheld = 0
+    if audit_health is not None and audit_health.pause:
+        withheld, actions = len(actions), []  # audit.failurePolicy: pause; status says why
+    audit = _stamped(ctx.hooks.audit, generation, desired.spec)
+    done, responses, error = await _execute(key, actions, ctx, audit)
 
     memo = ctx.statuses.get((key.namespace, key.name))
     previous = parse_previous(md.get("status"))
@@ -328,14 +499,7 @@ async def reconcile(
         for p in observation.pods
         if p.unschedulable and p.template_hash == template_hash and not p.deleting
     ]
-    shortage = None
-    if stuck:
-        try:
-            usage = await ctx.writer.gpu_usage()
-        except ApiError:
-            usage = None  # the scheduler's own message is still reported
-        if usage is not None:
-            shortage = gpu_shortage(stuck[0], observation.nodes, usage)
+    shortage = await _shortage(stuck, desired, groups, observation.nodes, usage)
     observed = Observed(
         generation=generation,
         spec=spec,
@@ -344,11 +508,16 @@ async def reconcile(
         refusal=desired.refusal,
         deployment=_engine_workload(key, observation, responses),
         pods=observation.pods,
+        groups=summarize(groups, template_hash or "", spec.replicas, desired.parked)
+        if desired.multi_node and spec is not None
+        else None,
         shortage=shortage,
         apply_error=str(error) if error else None,
         policy=verdict or PolicyVerdict(),
         autoscaler=ctx.hooks.autoscaler(key, spec) if spec is not None else None,
-        selector=selector(key.name),
+        audit=audit_health,
+        withheld=withheld,
+        selector=selector(key.name, desired.multi_node),
         endpoint=endpoint(key),
     )
     status, transitions = compute_status(observed, previous, ctx.now())
@@ -365,7 +534,7 @@ async def reconcile(
         else:
             memo.record(previous, status)
     for transition in transitions:
-        await ctx.hooks.audit(
+        await audit(
             OperatorAction(
                 key,
                 "condition",
@@ -373,7 +542,7 @@ async def reconcile(
                 transition.reason,
                 transition.message,
                 ctx.now(),
-                {"status": transition.status},
+                {"status": transition.status, "previous": transition.previous or ""},
             )
         )
     return Outcome(
@@ -386,4 +555,18 @@ async def reconcile(
         ready_replicas=status.ready_replicas,
         error=error,
         refused=desired.refusal is not None,
+        recheck_after=_placement_recheck(desired, groups, ctx.now()),
     )
+
+
+def _placement_recheck(
+    desired: _Desired, groups: Sequence[ObservedGroup], now: datetime
+) -> float | None:
+    serving = desired.plan
+    if not desired.multi_node or serving is None:
+        return None
+    timeout = timedelta(seconds=serving.spec.multi_node.placement_timeout)
+    deadline = next_placement_deadline(current_groups(groups, serving.template_hash), timeout)
+    if deadline is None:
+        return None
+    return max((deadline - now).total_seconds(), 0.0) + 1.0  # just past it, not just before

@@ -126,11 +126,16 @@ class Runtime:
     written: dict[ChildRef, Written] = field(default_factory=dict)
     statuses: dict[tuple[str, str], StatusMemo] = field(default_factory=dict)
     rendered: dict[tuple[str, str], Any] = field(default_factory=dict)
+    lookup: Lookup | None = None
+    """Reads the handlers' live indexes; set by the handlers once kopf has filled them.
+    Passes that no watch event starts (deadlines, audit health) go through it."""
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.config.reconcile_concurrency)
         self._waiting = 0
         self._last_done = time.monotonic()
+        self._wakes: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._woken: set[asyncio.Task[None]] = set()
 
     def context(self) -> ReconcileContext:
         return ReconcileContext(
@@ -153,12 +158,22 @@ class Runtime:
         written = self.written.get(ref)
         return written is not None and written.echoes(uid, resource_version)
 
-    async def reconcile(self, md: Mapping[str, Any], observation: Observation) -> Outcome:
-        """One pass for `md`, after any pass already running for it."""
+    async def reconcile(
+        self, md: Mapping[str, Any], observation: Observation | Callable[[], Observation]
+    ) -> Outcome:
+        """One pass for `md`, after any pass already running for it.
+
+        Give `observation` as a callable to read it when the pass starts: a pass that waited
+        for another must not act on what the cluster showed before that one (it would see
+        pods gone that the other pass saw, and flap the conditions back).
+        """
         key = _key(md)
-        return await self.coalescer.run(
-            (key.namespace, key.name), lambda: self._pass(md, observation)
-        )
+
+        async def job() -> Outcome:
+            observed = observation() if callable(observation) else observation
+            return await self._pass(md, observed)
+
+        return await self.coalescer.run((key.namespace, key.name), job)
 
     async def nudge(self, namespace: str, name: str, lookup: Lookup) -> None:
         """A child or pod changed: reconcile its ModelDeployment as it is now."""
@@ -173,6 +188,34 @@ class Runtime:
                 logger.exception("reconcile of %s/%s after a child event failed", namespace, name)
 
         await self.coalescer.nudge((namespace, name), job)
+
+    def wake_after(self, namespace: str, name: str, seconds: float) -> None:
+        """Reconcile `namespace/name` in `seconds` though nothing changes on the cluster
+        (a deadline passes); an earlier wake already set for it is kept."""
+        if self.lookup is None:
+            return  # before kopf's first handler call: the resync timer covers it
+        loop = asyncio.get_running_loop()
+        key = (namespace, name)
+        pending = self._wakes.get(key)
+        if pending is not None and pending.when() <= loop.time() + seconds:
+            return
+        if pending is not None:
+            pending.cancel()
+        self._wakes[key] = loop.call_later(seconds, self._wake, namespace, name)
+
+    def wake_all(self) -> None:
+        """Reconcile every ModelDeployment this operator has written a status for, soon:
+        something every status depends on changed (the audit trail's health)."""
+        for namespace, name in list(self.statuses):
+            self.wake_after(namespace, name, 0.0)
+
+    def _wake(self, namespace: str, name: str) -> None:
+        self._wakes.pop((namespace, name), None)
+        if self.lookup is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.nudge(namespace, name, self.lookup))
+        self._woken.add(task)  # keep a reference until done, or the task may be collected
+        task.add_done_callback(self._woken.discard)
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -212,6 +255,8 @@ class Runtime:
             ready=outcome.ready_replicas,
         )
         self._report(md, outcome)
+        if outcome.recheck_after is not None:
+            self.wake_after(outcome.key.namespace, outcome.key.name, outcome.recheck_after)
         return outcome
 
     def _report(self, md: Mapping[str, Any], outcome: Outcome) -> None:
@@ -270,6 +315,9 @@ class Runtime:
             self.metrics.forget(key)
             self.statuses.pop((namespace, name), None)
             self.rendered.pop((namespace, name), None)
+            wake = self._wakes.pop((namespace, name), None)
+            if wake is not None:
+                wake.cancel()
         return remaining
 
 

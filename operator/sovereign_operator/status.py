@@ -21,7 +21,13 @@ from sovereign_operator.api.model_deployment import (
     Phase,
     PlanStatus,
 )
-from sovereign_operator.hooks import AutoscalerReport, ConditionStatus, PolicyVerdict
+from sovereign_operator.groups import GroupSummary
+from sovereign_operator.hooks import (
+    AuditHealthReport,
+    AutoscalerReport,
+    ConditionStatus,
+    PolicyVerdict,
+)
 from sovereign_operator.observe import PodSnapshot
 
 # Conditions in the order `kubectl describe` shows them.
@@ -34,6 +40,8 @@ CONDITION_ORDER = (
     ConditionType.POLICY_COMPLIANT,
     ConditionType.AUTOSCALER_ACTIVE,
 )
+# Reported only when an audit trail is configured (hooks.audit_health), after the others.
+AUDIT_SINK_HEALTHY = "AuditSinkHealthy"
 # The status a condition has when all is well; the opposite is posted as a Warning event.
 HEALTHY: dict[str, ConditionStatus] = {
     ConditionType.READY: "True",
@@ -41,6 +49,7 @@ HEALTHY: dict[str, ConditionStatus] = {
     ConditionType.SCHEDULED: "True",
     ConditionType.MODEL_VERIFIED: "True",
     ConditionType.POLICY_COMPLIANT: "True",
+    AUDIT_SINK_HEALTHY: "True",
 }
 MAX_MESSAGE = 2048
 
@@ -66,10 +75,15 @@ class Observed:
     deployment: Mapping[str, Any] | None
     """The engine Deployment's metadata.generation and status, None when it does not exist."""
     pods: Sequence[PodSnapshot]
+    groups: GroupSummary | None = None
+    """Multi-node plans: the groups (StatefulSets) standing in for the engine Deployment."""
     shortage: str | None = None
     apply_error: str | None = None
     policy: PolicyVerdict = field(default_factory=PolicyVerdict)
     autoscaler: AutoscalerReport | None = None
+    audit: AuditHealthReport | None = None
+    withheld: int = 0
+    """Changes not applied because the audit trail cannot record them (failurePolicy pause)."""
     selector: str = ""
     endpoint: str = ""
 
@@ -112,6 +126,12 @@ class _Counts:
 
 def _counts(observed: Observed) -> _Counts:
     desired = observed.spec.replicas if observed.spec is not None else 0
+    if observed.groups is not None:
+        # Replicas are whole groups: ready only when every member is (groups.group_ready).
+        groups = observed.groups
+        return _Counts(
+            desired, groups.present, groups.ready, groups.ready, groups.current, True, None, None
+        )
     deployment = observed.deployment
     if deployment is None:
         return _Counts(desired, 0, 0, 0, 0, False, None, None)
@@ -148,6 +168,8 @@ def _scheduled(observed: Observed, counts: _Counts) -> _Verdict:
         return _Verdict("Unknown", observed.refusal.reason, "no engine pods are planned")
     if counts.desired == 0:
         return _Verdict("True", "NoPodsWanted", "the deployment is scaled to zero")
+    if observed.groups is not None and observed.groups.parked:
+        return _parked(observed, observed.groups)
     current = _current_pods(observed)
     stuck = [p for p in current if p.unschedulable is not None]
     if stuck:
@@ -161,9 +183,23 @@ def _scheduled(observed: Observed, counts: _Counts) -> _Verdict:
             f"(e.g. {first.name}): {detail}",
         )
     placed = [p for p in current if p.node_name]
-    if current and len(placed) >= min(len(current), counts.desired):
+    wanted = counts.desired * (observed.plan.nodes_per_replica if observed.plan else 1)
+    if current and len(placed) >= min(len(current), wanted):
         return _Verdict("True", "AllPodsScheduled", f"{len(placed)} engine pods placed on nodes")
     return _Verdict("Unknown", "Pending", "waiting for engine pods to be created and scheduled")
+
+
+def _parked(observed: Observed, groups: GroupSummary) -> _Verdict:
+    """Groups parked after their placement timeout have no pods left to report; the
+    condition keeps saying why they cannot run until the whole group fits."""
+    name, note = groups.parked[0]
+    detail = f"; now {observed.shortage}" if observed.shortage else ""
+    return _Verdict(
+        "False",
+        "InsufficientGPU" if observed.shortage else "PlacementTimeout",
+        f"{len(groups.parked)} of {groups.desired} groups parked, waiting for room for all "
+        f"their pods (e.g. {name}: {note}){detail}",
+    )
 
 
 def _model_verified(observed: Observed, previous: Condition | None) -> _Verdict:
@@ -202,7 +238,9 @@ def _degraded(observed: Observed, counts: _Counts, verified: _Verdict) -> _Verdi
         return _Verdict("True", "ModelVerificationFailed", verified.message)
     for pod in observed.pods:
         if pod.crash is not None and not pod.deleting:
-            return _Verdict("True", "EngineFailing", f"pod {pod.name}: {pod.crash}")
+            # A failing member takes its group down with it: say which group.
+            where = f" (group {pod.group}, rank {pod.rank})" if pod.group else ""
+            return _Verdict("True", "EngineFailing", f"pod {pod.name}{where}: {pod.crash}")
     if counts.replica_failure is not None:
         return _Verdict("True", "ReplicaFailure", counts.replica_failure)
     if counts.deadline_exceeded is not None:
@@ -215,6 +253,14 @@ def _progressing(observed: Observed, counts: _Counts) -> _Verdict:  # noqa: PLR0
         return _Verdict("False", observed.refusal.reason, "nothing to roll out")
     if observed.apply_error is not None:
         return _Verdict("False", "ApplyFailed", "children could not be applied")
+    if observed.withheld and observed.audit is not None:
+        return _Verdict(
+            "False",
+            "AuditPaused",
+            f"{observed.withheld} changes wait for the audit trail: {observed.audit.message}",
+        )
+    if observed.groups is not None:
+        return _group_progressing(observed, observed.groups)
     if observed.deployment is None:
         return _Verdict("True", "Creating", "creating the engine Deployment")
     if counts.deadline_exceeded is not None:
@@ -246,6 +292,32 @@ def _progressing(observed: Observed, counts: _Counts) -> _Verdict:  # noqa: PLR0
     return _Verdict(
         "False", "RolloutComplete", f"{counts.desired} replicas on the current template"
     )
+
+
+def _group_progressing(observed: Observed, groups: GroupSummary) -> _Verdict:
+    parallelism = f" (TPxPP {observed.plan.parallelism})" if observed.plan else ""
+    if groups.stale:
+        return _Verdict(
+            "True",
+            "RollingOut",
+            f"replacing {groups.stale} groups of the old template whole; "
+            f"{groups.ready}/{groups.desired} groups on the new template ready{parallelism}",
+        )
+    if groups.parked:
+        return _Verdict(
+            "False",
+            "PlacementTimeout",
+            f"{len(groups.parked)} groups could not be placed whole and were parked",
+        )
+    if groups.current < groups.desired or groups.ready < groups.desired:
+        return _Verdict(
+            "True",
+            "ScalingUp",
+            f"{groups.ready}/{groups.desired} groups ready; new groups are starting{parallelism}",
+        )
+    if groups.current > groups.desired or groups.leaving:
+        return _Verdict("True", "ScalingDown", f"scaling down to {groups.desired} groups")
+    return _Verdict("False", "RolloutComplete", f"{groups.desired} groups on the current template")
 
 
 def _ready(
@@ -303,7 +375,8 @@ def _phase(
         return Phase.DEGRADED
     if ready.status == "True":
         return Phase.PROGRESSING if progressing.status == "True" else Phase.READY
-    if scheduled.status == "False" or observed.deployment is None:
+    no_workload = observed.deployment is None and not (observed.groups and observed.groups.current)
+    if scheduled.status == "False" or no_workload:
         return Phase.PENDING
     if progressing.status == "True":
         return Phase.PROGRESSING
@@ -344,10 +417,15 @@ def compute_status(
         ConditionType.POLICY_COMPLIANT: _Verdict(policy.status, policy.reason, policy.message),
         ConditionType.AUTOSCALER_ACTIVE: _autoscaler(observed),
     }
+    if observed.audit is not None:
+        audit = observed.audit
+        verdicts[AUDIT_SINK_HEALTHY] = _Verdict(audit.status, audit.reason, audit.message)
     stamp = now.astimezone(UTC).replace(microsecond=0)
     conditions: list[Condition] = []
     transitions: list[Transition] = []
-    for kind in CONDITION_ORDER:
+    for kind in (*CONDITION_ORDER, AUDIT_SINK_HEALTHY):
+        if kind not in verdicts:
+            continue
         verdict = verdicts[kind]
         old = before.get(kind)
         changed = old is None or old.status != verdict.status

@@ -11,16 +11,21 @@ import pytest
 
 from sovereign_operator.groups import (
     ObservedGroup,
+    decide_parking,
     group_pod,
     group_ready,
     group_shortage,
     observe_group,
+    observe_groups,
     parked_groups,
+    parking_pending,
     placement_overdue,
     ready_groups,
+    shortage_of,
     stale_groups,
+    summarize,
 )
-from sovereign_operator.observe import NodeSnapshot, observe_node
+from sovereign_operator.observe import NodeSnapshot, observe_child, observe_node
 from sovereign_operator.render import Owner, RenderOptions, render_children
 from sovereign_operator.render.group_names import POD_INDEX_LABEL
 from sovereign_operator.render.group_statefulset import PARKED_ANNOTATION
@@ -180,7 +185,7 @@ def test_overdue_groups_are_parked_and_stay_parked_until_they_fit() -> None:
 def test_the_shortage_names_gpus_type_and_nodes() -> None:
     (sts,) = statefulsets()
     placed = group(sts, pod(sts, 0, node="h100-a"), pod(sts, 1, waiting_since=NOW))
-    template = placed.pods[0].snapshot
+    template = placed.pods[0]
     nodes = [node("h100-a"), node("h100-b"), node("l40s-a", 4, "NVIDIA-L40S")]
     used = {"h100-a": 8, "h100-b": 8}
     message = group_shortage(placed, template, nodes, used, pods_per_group=2)
@@ -196,9 +201,97 @@ def test_the_shortage_names_gpus_type_and_nodes() -> None:
 def test_the_shortage_of_a_group_with_nothing_placed_counts_every_pod() -> None:
     (sts,) = statefulsets(gpus=32)
     waiting = group(sts, *(pod(sts, r, waiting_since=NOW) for r in range(4)))
-    template = waiting.pods[0].snapshot
+    template = waiting.template
     nodes = [node("a"), node("b"), node("c", ready=False), node("d", 4)]
     message = group_shortage(waiting, template, nodes, {}, pods_per_group=4)
     assert message is not None
     assert message.startswith("needs 8 nvidia.com/gpu of NVIDIA-H100-80GB-HBM3 on 2 more nodes:")
     assert "0 placed, 2 other matching node(s) with 8 free (a, b)" in message
+
+
+def test_the_template_stands_in_for_the_pods_of_an_empty_group() -> None:
+    (sts,) = statefulsets()
+    empty = group(sts)
+    assert (empty.template.gpus, empty.template.group) == (8, sts["metadata"]["name"])
+    assert empty.template.node_selector["nvidia.com/gpu.product"] == H100
+
+
+def test_groups_are_found_among_the_children_the_deployment_controls() -> None:
+    first, second = statefulsets(replicas=2)
+    mine = {"uid": "md-uid", "controller": True, "kind": "ModelDeployment", "name": "llama"}
+    theirs = {**mine, "uid": "other"}
+    for sts, owner in ((first, mine), (second, theirs)):
+        sts["metadata"]["ownerReferences"] = [owner]
+    gone = copy.deepcopy(first) | {"metadata": first["metadata"] | {"name": "llama-g9-old"}}
+    gone["metadata"]["deletionTimestamp"] = "2026-03-01T11:59:00Z"
+    children = [observe_child(c) for c in (first, second, gone)]
+    pods = [group_pod(pod(first, 0, node="a", ready=True))]
+    found = observe_groups(children, [p for p in pods if p is not None], "md-uid")
+    assert [(g.name, g.deleting, len(g.pods)) for g in found] == [
+        (first["metadata"]["name"], False, 1),
+        ("llama-g9-old", True, 0),
+    ]
+
+
+def test_the_summary_counts_whole_groups() -> None:
+    first, second = statefulsets(replicas=2)
+    (old,) = statefulsets(engine={"maxModelLen": 4096})
+    ready = group(first, pod(first, 0, node="a", ready=True), pod(first, 1, node="b", ready=True))
+    starting = group(second, pod(second, 0, node="c", ready=True), pod(second, 1, node="d"))
+    current = ready.template_hash
+    summary = summarize([ready, starting, group(old)], current, 2, {})
+    assert (summary.current, summary.ready, summary.stale, summary.present) == (2, 1, 1, 3)
+    # A group parked by this pass is not ready, whatever its StatefulSet still shows.
+    parked = summarize([ready], current, 1, {ready.name: "note"})
+    assert (parked.ready, parked.parked) == (0, ((ready.name, "note"),))
+
+
+def test_parking_reads_gpu_usage_only_when_a_group_is_parked_or_overdue() -> None:
+    (sts,) = statefulsets()
+    fine = group(sts, pod(sts, 0, node="a"), pod(sts, 1, waiting_since=NOW))
+    assert not parking_pending([fine], NOW, TIMEOUT)
+    overdue = group(sts, pod(sts, 0, node="a"), pod(sts, 1, waiting_since=NOW - TIMEOUT))
+    assert parking_pending([overdue], NOW, TIMEOUT)
+
+
+def test_a_parked_group_keeps_its_note_and_comes_back_when_it_fits() -> None:
+    (sts,) = statefulsets()
+    name = sts["metadata"]["name"]
+    overdue = group(sts, pod(sts, 0, node="h100-a"), pod(sts, 1, waiting_since=NOW - TIMEOUT))
+    busy = [node("h100-a"), node("h100-b")]
+    used = {"h100-a": 8, "h100-b": 8}
+
+    def decide(g: ObservedGroup, used: dict[str, int] | None, previous: dict[str, str]) -> Any:
+        return decide_parking(
+            [g], NOW, TIMEOUT, nodes=busy, used=used, pods_per_group=2, previous=previous
+        )
+
+    first = decide(overdue, used, {})
+    assert list(first) == [name]
+    # The watch has not shown the parked StatefulSet yet: the note is not rewritten.
+    assert decide(overdue, used, {name: "earlier note"}) == {name: "earlier note"}
+    parked_sts = copy.deepcopy(sts)
+    parked_sts["metadata"]["annotations"] = {PARKED_ANNOTATION: first[name]}
+    parked_sts["spec"]["replicas"] = 0
+    parked = group(parked_sts)
+    assert decide(parked, used, first) == first  # both nodes still full
+    assert decide(parked, None, first) == first  # usage unknown: stay parked
+    assert decide(parked, {"h100-a": 8}, first) == first  # one free node is not enough
+    assert decide(parked, {}, first) == {}  # the whole group fits: released
+
+
+def test_the_reported_shortage_is_the_stuck_pods_group_or_else_a_parked_one() -> None:
+    (sts,) = statefulsets()
+    name = sts["metadata"]["name"]
+    waiting = group(sts, pod(sts, 0, node="h100-a"), pod(sts, 1, waiting_since=NOW))
+    nodes = [node("h100-a"), node("h100-b")]
+    used = {"h100-a": 8, "h100-b": 8}
+    stuck = waiting.unplaced[0]
+    by_pod = shortage_of(stuck, [waiting], parked=(), nodes=nodes, used=used, pods_per_group=2)
+    assert by_pod is not None
+    assert by_pod.startswith("needs 8 nvidia.com/gpu of NVIDIA-H100-80GB-HBM3 on 1 more node")
+    parked = group(sts)
+    by_parked = shortage_of(None, [parked], parked=[name], nodes=nodes, used=used, pods_per_group=2)
+    assert by_parked is not None
+    assert "on 2 more nodes" in by_parked
+    assert shortage_of(None, [parked], parked=(), nodes=nodes, used=used, pods_per_group=2) is None

@@ -134,12 +134,19 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     async def engine_pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
         await runtime.nudge(str(namespace), labels[LABEL_DEPLOYMENT], lookup_from(kwargs))
 
+    @kopf.on.event(*MD, id="capture_indexes", registry=registry)
+    async def capture_indexes(**kwargs: Any) -> None:
+        # kopf hands its indexes only to handlers; they are live views, so one capture
+        # serves the passes no watch event starts (Runtime.wake_after).
+        if runtime.lookup is None:
+            runtime.lookup = lookup_from(kwargs)
+
     async def reconcile(body: kopf.Body, kwargs: Mapping[str, Any]) -> Outcome:
         md = _snapshot_md(body)
         meta = md["metadata"]
-        return await runtime.reconcile(
-            md, observation(kwargs, str(meta["namespace"]), str(meta["name"]))
-        )
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        # Read when the pass starts (it may wait for another): see Runtime.reconcile.
+        return await runtime.reconcile(md, lambda: observation(kwargs, namespace, name))
 
     @kopf.on.create(*MD, id="reconcile_on_create", registry=registry)
     async def on_create(body: kopf.Body, **kwargs: Any) -> None:

@@ -74,3 +74,55 @@ def test_drift_repairs_are_posted_as_events() -> None:
     asyncio.run(scenario())
     assert ("Normal", "DriftRepaired", "Deployment/llama-engine: restored .spec.replicas") in events
     assert cluster.deployment()["spec"]["replicas"] == 1
+
+
+def test_a_wake_reconciles_again_without_any_event_and_keeps_the_earliest() -> None:
+    cluster = FakeCluster()
+    runtime = runtime_for(cluster)
+    body = md_body()
+    passes: list[str] = []
+
+    def lookup(namespace: str, name: str) -> tuple[Any, Any]:
+        passes.append(f"{namespace}/{name}")
+        return body, cluster.observe()
+
+    async def scenario() -> None:
+        runtime.wake_after("clinical-ai", "llama", 0.05)  # before the lookup: ignored
+        await asyncio.sleep(0.1)
+        assert passes == []
+        runtime.lookup = lookup
+        runtime.wake_after("clinical-ai", "llama", 0.05)
+        runtime.wake_after("clinical-ai", "llama", 30)  # later than the pending one: kept
+        await asyncio.sleep(0.6)  # the wake, then the nudge's settle time
+
+    asyncio.run(scenario())
+    assert passes == ["clinical-ai/llama"]
+    assert cluster.status  # the pass ran and wrote a status
+
+
+def test_a_pass_that_waited_reads_the_cluster_as_it_is_when_it_starts() -> None:
+    cluster = FakeCluster()
+    runtime = runtime_for(cluster)
+    reads: list[str] = []
+
+    def observe() -> Any:
+        reads.append("read")
+        return cluster.observe()
+
+    async def scenario() -> None:
+        lock_holder = asyncio.Event()
+
+        async def hold() -> None:
+            async with asyncio.timeout(5):
+                lock_holder.set()
+                await asyncio.sleep(0.1)
+
+        first = asyncio.create_task(runtime.coalescer.run(("clinical-ai", "llama"), hold))
+        await lock_holder.wait()
+        second = asyncio.create_task(runtime.reconcile(md_body(), observe))
+        await asyncio.sleep(0.05)
+        assert reads == []  # still waiting for the first pass: nothing read yet
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+    assert reads == ["read"]
