@@ -112,13 +112,21 @@ def operator(
     operator_install: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """`sovereign run` as the chart's ServiceAccount, serving all namespaces."""
-    metrics_port, health_port = free_ports(2)
+    metrics_port, health_port, webhook_port = free_ports(3)
+    state = tmp_path_factory.mktemp("operator")
     process = OperatorProcess(
         kubeconfig=operator_install,
-        log=tmp_path_factory.mktemp("operator") / "operator.log",
+        log=state / "operator.log",
         metrics_port=metrics_port,
         health_port=health_port,
-        extra_args=("--all-namespaces", "--resync-seconds=20"),
+        extra_args=(
+            "--all-namespaces",
+            "--resync-seconds=20",
+            # The admission webhook, registered by URL: the API server runs on this machine.
+            "--webhook-host=127.0.0.1",
+            f"--webhook-port={webhook_port}",
+            f"--webhook-cert-dir={state / 'webhook'}",
+        ),
     )
     with process.running():
         yield process
