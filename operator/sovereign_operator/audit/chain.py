@@ -156,3 +156,29 @@ def first_seq(path: Path) -> int | None:
     decoded = decode_line(line[:-1])
     seq = decoded.record.get("seq") if decoded.record else None
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def records_after(files: list[Path], seq: int) -> list[AuditRecord]:
+    """The complete, valid records with a sequence number above `seq`, from `files` in
+    chain order (used to re-forward what a crash left written but never handed on)."""
+    found: list[AuditRecord] = []
+    for path in files:
+        with path.open("rb") as handle:
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break
+                decoded = decode_line(raw[:-1])
+                record = decoded.record
+                if decoded.problem is None and record is not None and decoded.seq > seq:
+                    kind = RecordType(str(record["type"]))
+                    found.append(
+                        AuditRecord(
+                            decoded.seq,
+                            str(record["time"]),
+                            kind,
+                            decoded.prev_hash,
+                            decoded.hash,
+                            raw,
+                        )
+                    )
+    return found

@@ -95,12 +95,19 @@ class Signer:
     @classmethod
     def from_file(cls, path: Path) -> Signer:
         """Load a PEM (PKCS#8) ed25519 private key, e.g. mounted from a Secret."""
+        return cls.from_pem(path.read_bytes(), source=str(path))
+
+    @classmethod
+    def from_pem(cls, pem: bytes, *, source: str) -> Signer:
+        """Load a PEM (PKCS#8) ed25519 private key; `source` names it in errors."""
         try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError) as error:
-            raise AuditKeyError(f"{path}: not an unencrypted PEM private key ({error})") from None
+            raise AuditKeyError(f"{source}: not an unencrypted PEM private key ({error})") from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise AuditKeyError(f"{path}: the audit key must be ed25519, not {type(key).__name__}")
+            raise AuditKeyError(
+                f"{source}: the audit key must be ed25519, not {type(key).__name__}"
+            )
         return cls(key)
 
     def public_pem(self) -> bytes:

@@ -20,6 +20,7 @@ import threading
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ from sovereign_operator.audit.record import AuditRecord
 
 _READ_CHUNK: Final = 256 * 1024
 _COMPACT_BYTES: Final = 16 << 20
+_REPLAY_BYTES: Final = 4 << 20
+"""What a new syslog connection re-sends first: more than the socket buffers of both ends
+usually hold, i.e. more than a receiver that went away can have left unread."""
 
 
 class DeliveryError(RuntimeError):
@@ -53,6 +57,7 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         self._path = directory / f"spool-{name}.jsonl"
         self._cursor_path = directory / f"spool-{name}.cursor"
+        self._through_path = directory / f"spool-{name}.through"
         self._lock = threading.Lock()
         self._fd = self._open()
         size = os.fstat(self._fd).st_size
@@ -76,6 +81,19 @@ class Spool:
                 os.ftruncate(self._fd, size)  # never leave half a line for the next append
                 raise
             self.pending += len(lines)
+
+    def mark_through(self, seq: int) -> None:
+        """Note the last seq accepted, so a restart can tell what a crash kept from it."""
+        temporary = self._through_path.with_suffix(".tmp")
+        temporary.write_text(str(seq))
+        temporary.replace(self._through_path)
+
+    def through(self) -> int | None:
+        """The last seq this spool accepted; None for a spool that never accepted any."""
+        try:
+            return int(self._through_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def read(self, max_bytes: int) -> tuple[list[bytes], int]:
         """Whole lines from the cursor, up to the one that reaches `max_bytes` (at least one),
@@ -199,11 +217,17 @@ class ForwardingSink(ABC):
         self._unspooled.extend(record.line for record in records)
         try:
             self._spool.append(self._unspooled)
+            if records:
+                self._spool.mark_through(records[-1].seq)
         except OSError as error:
             self._last_error = f"{self.name}: spool not writable: {error}"
             return
         self._unspooled = []
         self._wake.set()
+
+    def spooled_through(self) -> int | None:
+        """The last seq handed to this sink before now (None: it never had one)."""
+        return self._spool.through()
 
     def health(self) -> SinkHealth:
         return SinkHealth(self.name, not self._last_error, self._spool.pending, self._last_error)
@@ -295,10 +319,12 @@ class SyslogSink(ForwardingSink):
 
     Octet counting rather than newline framing because the message is the record's JSON,
     and a framing byte that can occur inside the payload is a framing bug waiting to happen.
-    Plain TCP cannot tell which bytes the receiver read before a connection died; before
-    each batch the sink checks whether the peer closed the connection and reconnects, which
-    covers a restarted receiver. A reset mid-batch can still lose records the kernel had
-    accepted; the seq gap shows at the receiver (RELP or RFC 5425 TLS would close that gap).
+    Plain TCP cannot tell which bytes the receiver read before a connection died: the
+    kernel accepts a batch, the receiver goes down with it unread, and `sendall` had
+    returned. So before each batch the sink checks whether the peer closed the connection,
+    and every new connection first re-sends the most recent records (up to 4 MiB) before
+    the new ones: a receiver that went away and came back gets all of them, some twice.
+    Only an application-level acknowledgement (RELP) would make that exact.
     """
 
     def __init__(
@@ -310,6 +336,8 @@ class SyslogSink(ForwardingSink):
     ) -> None:
         self._target = target
         self._socket: socket.socket | None = None
+        self._recent: deque[bytes] = deque()
+        self._recent_bytes = 0
         self._hostname = (socket.gethostname() or "-")[:255]
         self._procid = str(os.getpid())
         super().__init__("syslog", spool_dir, backoff=backoff)
@@ -328,21 +356,31 @@ class SyslogSink(ForwardingSink):
         return header.encode("ascii", "replace") + line.rstrip(b"\n")
 
     def _deliver(self, lines: list[bytes]) -> None:
-        connection = self._connection()
+        connection, fresh = self._connection()
         frames = []
-        for line in lines:
+        for line in [*self._recent, *lines] if fresh else lines:
             message = self.message(line)
             frames.append(b"%d %s" % (len(message), message))
         connection.sendall(b"".join(frames))
+        self._remember(lines)
 
-    def _connection(self) -> socket.socket:
+    def _remember(self, lines: list[bytes]) -> None:
+        """Keep the newest lines sent, for the next connection to send again."""
+        self._recent.extend(lines)
+        self._recent_bytes += sum(len(line) for line in lines)
+        while self._recent_bytes > _REPLAY_BYTES and len(self._recent) > 1:
+            self._recent_bytes -= len(self._recent.popleft())
+
+    def _connection(self) -> tuple[socket.socket, bool]:
+        """The open connection, or a new one (True) when there was none or the peer left."""
         if self._socket is not None and _peer_closed(self._socket):
             self._disconnect()
-        if self._socket is None:
-            self._socket = socket.create_connection(
-                (self._target.host, self._target.port), timeout=self._target.timeout
-            )
-        return self._socket
+        if self._socket is not None:
+            return self._socket, False
+        self._socket = socket.create_connection(
+            (self._target.host, self._target.port), timeout=self._target.timeout
+        )
+        return self._socket, True
 
     def _disconnect(self) -> None:
         if self._socket is not None:

@@ -31,7 +31,7 @@ from typing import Final
 import tenacity
 
 from sovereign_operator.audit.canonical import JsonValue
-from sovereign_operator.audit.chain import Chain, ChainHead
+from sovereign_operator.audit.chain import Chain, ChainHead, first_seq, records_after
 from sovereign_operator.audit.checkpoint import CheckpointPolicy, CheckpointReason, Signer
 from sovereign_operator.audit.diff import FieldChange
 from sovereign_operator.audit.forwarding import (
@@ -54,6 +54,7 @@ from sovereign_operator.audit.record import (
     ObjectRef,
     RecordType,
 )
+from sovereign_operator.audit.segments import rotated_segments
 from sovereign_operator.audit.sinks import FileSink, TornTail
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,43 @@ class _Queued:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _files_from(active: Path, seq: int) -> list[Path]:
+    """The log files, in chain order, from the one holding `seq` to the active one."""
+    files: list[Path] = []
+    for path in [active, *reversed(rotated_segments(active))]:
+        if path.exists():
+            files.insert(0, path)
+            start = first_seq(path)
+            if start is not None and start <= seq:
+                break
+    return files
+
+
+def _event(
+    actor: Actor,
+    action: Action | str,
+    obj_ref: ObjectRef | None,
+    *,
+    change: Sequence[FieldChange],
+    reason: str,
+    model: ModelIdentity | None,
+    outcome: str | None,
+    audit_id: str | None,
+    details: Mapping[str, JsonValue] | None,
+) -> AuditEvent:
+    return AuditEvent(
+        actor=actor,
+        action=str(action),
+        object=obj_ref,
+        change=tuple(change),
+        model=model,
+        reason=reason,
+        outcome=outcome,
+        audit_id=audit_id,
+        details=dict(details or {}),
+    )
 
 
 class AuditTrail:
@@ -140,6 +178,8 @@ class AuditTrail:
         self._chain = Chain(opened.head if opened else ChainHead(), signer)
         self._segment_bytes = file_sink.size if file_sink else 0
         self._last_checkpoint_at = monotonic()
+        if opened is not None and file_sink is not None:
+            self._catch_up(file_sink, opened.head)
         self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
         self._writer.start()
         self._resume(opened.head if opened else ChainHead(), opened.torn if opened else None)
@@ -149,12 +189,17 @@ class AuditTrail:
         cls,
         config: AuditConfig,
         *,
+        signer: Signer | None = None,
         on_checkpoint: Callable[[AuditRecord], None] | None = None,
         clock: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> AuditTrail:
-        """Build the sinks a config names and continue the chain where the log left off."""
-        signer = Signer.from_file(config.signing_key) if config.signing_key else None
+        """Build the sinks a config names and continue the chain where the log left off.
+
+        `signer`: a key loaded elsewhere (e.g. read from a Secret); else `config.signing_key`.
+        """
+        if signer is None and config.signing_key:
+            signer = Signer.from_file(config.signing_key)
         if signer is None:
             log.warning("audit: no signing key; records are chained but never signed or rotated")
         spool = config.spool_dir or (config.file.parent / "spool" if config.file else None)
@@ -201,16 +246,16 @@ class AuditTrail:
         details: Mapping[str, JsonValue] | None = None,
     ) -> AuditRecord:
         """Record one event; returns once it is durable (on disk, when a file sink is set)."""
-        event = AuditEvent(
-            actor=actor,
-            action=str(action),
-            object=obj_ref,
-            change=tuple(change),
-            model=model,
+        event = _event(
+            actor,
+            action,
+            obj_ref,
+            change=change,
             reason=reason,
+            model=model,
             outcome=outcome,
             audit_id=audit_id,
-            details=dict(details or {}),
+            details=details,
         )
         return self._wait(self._submit(event))
 
@@ -228,17 +273,21 @@ class AuditTrail:
         details: Mapping[str, JsonValue] | None = None,
     ) -> AuditRecord:
         """`record()` for coroutines: the event loop keeps running while the disk flushes."""
-        event = AuditEvent(
-            actor=actor,
-            action=str(action),
-            object=obj_ref,
-            change=tuple(change),
-            model=model,
+        event = _event(
+            actor,
+            action,
+            obj_ref,
+            change=change,
             reason=reason,
+            model=model,
             outcome=outcome,
             audit_id=audit_id,
-            details=dict(details or {}),
+            details=details,
         )
+        return await self.arecord_event(event)
+
+    async def arecord_event(self, event: AuditEvent) -> AuditRecord:
+        """`arecord()` for an event built elsewhere (e.g. by the operator's audit hooks)."""
         done = self._submit(event)
         try:
             # shield: a cancelled caller must not cancel the write of a chained record.
@@ -288,6 +337,22 @@ class AuditTrail:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def _catch_up(self, file_sink: FileSink, head: ChainHead) -> None:
+        """Forward what a crash left in the log but not in a forwarder's spool.
+
+        A batch reaches the file first and the spools after; a process killed in between
+        leaves records only the file holds. Each spool notes the last seq it accepted.
+        """
+        for sink in self._forwarders:
+            through = sink.spooled_through()
+            if through is None or through >= head.next_seq - 1:
+                continue
+            missing = records_after(_files_from(file_sink.path, through + 1), through)
+            log.warning(
+                "audit: re-forwarding %d records to %s after a crash", len(missing), sink.name
+            )
+            sink.submit(missing)
 
     # -- accepting records (under the lock) ------------------------------------------
 
