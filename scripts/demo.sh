@@ -21,6 +21,7 @@ release=sovereign-operator
 operator_ns=sovereign-system
 metrics_port=${DEMO_METRICS_PORT:-18080}
 health_port=${DEMO_HEALTH_PORT:-18081}
+webhook_port=${DEMO_WEBHOOK_PORT:-18443}
 examples=(examples/llama3-8b-single-gpu.yaml examples/llama3-70b-tp8.yaml)
 python=$root/.venv/bin/python
 
@@ -104,9 +105,16 @@ up() {
   if pid=$(operator_pid); then kill "$pid"; sleep 1; fi
   "$python" -m sovereign_operator.local kubeconfig --admin-kubeconfig "$KUBECONFIG" \
     --out "$demo/operator.kubeconfig" --namespace "$operator_ns" --service-account "$release" >/dev/null
+  # Audit checkpoints are signed with a key made once for the demo; the admission webhook is
+  # registered by URL, since the operator runs on this machine beside the API server.
+  [[ -f $demo/audit-key.pem ]] || "$root/.venv/bin/sovereign" audit keygen \
+    --private-key "$demo/audit-key.pem" --public-key "$demo/audit-key.pub" >/dev/null
   nohup "$python" -m sovereign_operator.commands.run --kubeconfig "$demo/operator.kubeconfig" \
     --all-namespaces --operator-namespace "$operator_ns" --bind-address 127.0.0.1 \
-    --metrics-port "$metrics_port" --health-port "$health_port" >"$demo/operator.log" 2>&1 &
+    --metrics-port "$metrics_port" --health-port "$health_port" \
+    --webhook-host 127.0.0.1 --webhook-port "$webhook_port" --webhook-cert-dir "$demo/webhook" \
+    --audit-dir "$demo/audit" --audit-signing-key "$demo/audit-key.pem" \
+    >"$demo/operator.log" 2>&1 &
   echo $! >"$demo/operator.pid"
   for _ in $(seq 150); do
     curl -fsS "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && break
@@ -148,6 +156,8 @@ Explore (in this shell: export KUBECONFIG=$KUBECONFIG PATH="$bin:\$PATH"):
   kubectl scale md/llama3-8b -n clinical-ai --replicas=2
   kubectl delete deploy llama3-8b-engine -n clinical-ai   # watch the operator restore it
   curl -s http://127.0.0.1:$metrics_port/metrics | grep ^sovereign_operator
+  .venv/bin/sovereign audit verify $demo/audit/audit.log* --public-key $demo/audit-key.pub
+  .venv/bin/sovereign report clinical-ai/llama3-70b --audit-dir $demo/audit --public-key $demo/audit-key.pub
   tail -f $demo/operator.log
 
 Tear down: make demo-down

@@ -8,6 +8,7 @@ from sovereign_operator import __version__
 from sovereign_operator.commands.audit import audit_group
 from sovereign_operator.commands.crds import crds_command
 from sovereign_operator.commands.render import render_command
+from sovereign_operator.commands.report import report_command
 from sovereign_operator.commands.run import run_command
 from sovereign_operator.devcluster.cli import cluster
 
@@ -21,5 +22,6 @@ def main() -> None:
 main.add_command(audit_group)
 main.add_command(crds_command)
 main.add_command(render_command)
+main.add_command(report_command)
 main.add_command(run_command)
 main.add_command(cluster)

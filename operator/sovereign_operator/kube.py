@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -180,6 +182,20 @@ class KubeWriter:
         self.metrics.api_write("apply", ref.kind)
         return dict(response or {})
 
+    async def create(
+        self, api_version: str, plural: str, namespace: str, body: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """POST one object (Events: the only kind the operator creates rather than applies)."""
+        path = _path(api_version, plural, namespace)
+        try:
+            response = await self._call("create", "POST", path, body=dict(body))
+        except ApiException as error:
+            raise ApiError(path, error.status, _message(error)) from error
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise ApiError(path, None, repr(error)) from error
+        self.metrics.api_write("create", plural)
+        return dict(response or {})
+
     async def delete(self, ref: ChildRef, uid: str, *, foreground: bool = False) -> None:
         """Delete exactly the object we saw (uid precondition); gone already is fine.
 
@@ -244,3 +260,68 @@ class KubeWriter:
             usage = gpus_in_use((listing or {}).get("items") or [])
             self._usage = (now, usage)
             return usage
+
+
+class EventRecorder:
+    """Kubernetes Events about ModelDeployments (`runtime.EventPoster`), posted in the
+    background so a pass never waits on them.
+
+    Not `kopf.event`: kopf posts only from inside its resource handlers (its queue lives in
+    context variables it sets around them), while the autoscaler loop and the passes that
+    deadlines start run outside them.
+    """
+
+    def __init__(self, writer: KubeWriter, component: str = FIELD_MANAGER) -> None:
+        self._writer = writer
+        self._component = component
+        self._instance = socket.gethostname()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def __call__(self, md: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        body = event_body(
+            md, kind, reason, message, component=self._component, instance=self._instance
+        )
+        task = asyncio.get_running_loop().create_task(self._post(body))
+        self._pending.add(task)  # keep a reference until done, or the task may be collected
+        task.add_done_callback(self._pending.discard)
+
+    async def _post(self, body: Mapping[str, Any]) -> None:
+        namespace = body["metadata"]["namespace"]
+        try:
+            await self._writer.create("v1", "events", namespace, body)
+        except ApiError as error:  # an Event is a courtesy: log it, never fail a pass
+            logger.warning("could not post Event %s: %s", body.get("reason"), error)
+
+    async def aclose(self) -> None:
+        """Wait for the Events already queued (at shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def event_body(
+    md: Mapping[str, Any], kind: str, reason: str, message: str, *, component: str, instance: str
+) -> dict[str, Any]:
+    """A core/v1 Event about `md`, as `kubectl describe` and `kubectl get events` read it."""
+    meta = md.get("metadata") or {}
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": md.get("apiVersion") or f"{GROUP}/{VERSION}",
+            "kind": md.get("kind") or "ModelDeployment",
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        },
+        "type": kind,
+        "reason": reason[:128],
+        "message": message[:1024],  # the API server's limit on Event messages
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": instance[:128],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from sovereign_operator.planning import DEFAULT_ENGINE_IMAGE
 from sovereign_operator.render.options import DEFAULT_OPERATOR_NAMESPACE, RenderOptions
+
+if TYPE_CHECKING:
+    from sovereign_operator.audit_hooks import AuditSettings
 
 FINALIZER: Final = "sovereign.dev/finalizer"
 # kopf's bookkeeping (which handlers ran, the last handled spec) lives in annotations
@@ -38,6 +41,24 @@ class WatchTimeouts:
     client: float = 330.0
     connect: float = 10.0
     inactivity: float = 90.0
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """The validating admission webhook (`handlers/admission.py`)."""
+
+    port: int = 9443
+    cert_dir: Path = Path("/var/run/sovereign/webhook")
+    """Where the operator keeps the CA and serving certificate it issues and rotates."""
+    host: str | None = None
+    """The address the API server reaches in a URL client config (an operator run outside
+    the cluster); unused when `service` is set."""
+    service: str | None = None
+    """The webhook Service in the operator's namespace (in a cluster)."""
+    configuration_name: str = "sovereign-operator"
+    """The ValidatingWebhookConfiguration the operator keeps up to date (the chart's)."""
+    exempt_users: tuple[str, ...] = ()
+    """Users the webhook skips, besides the operator's own identity (found at start)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,15 @@ class OperatorConfig:
     metrics_port: int = 8080
     health_port: int = 8081
     bind_address: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
+    autoscaler_interval: float = 5.0
+    """Seconds between the autoscaler's scrape-and-decide rounds."""
+    autoscaler_startup_grace: float = 60.0
+    """Seconds a replica must have been Ready before its metrics count (Tuning's default);
+    tests shorten it, since simulated pods carry no traffic while they start."""
+    audit: AuditSettings | None = None
+    """None: no audit trail (`--audit-dir` unset)."""
+    webhook: WebhookSettings | None = None
+    """None: no admission webhook; reconcile still enforces every ModelPolicy."""
 
     @property
     def clusterwide(self) -> bool:

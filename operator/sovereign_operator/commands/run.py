@@ -9,6 +9,7 @@ ServiceAccount token on a developer machine) or the pod's own service account.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -17,20 +18,27 @@ from typing import Any
 import click
 import kopf
 
+from sovereign_operator.audit_wiring import AuditStartError, RunningAudit, start_audit
+from sovereign_operator.commands.audit_options import audit_options, audit_settings
+from sovereign_operator.commands.webhook_options import webhook_options
+from sovereign_operator.handlers import autoscaler as autoscaling
 from sovereign_operator.handlers import register_all, watch_probe
+from sovereign_operator.handlers.admission import start_webhook, stop_webhook
 from sovereign_operator.handlers.model_deployment import MD
 from sovereign_operator.handlers.startup import configure
 from sovereign_operator.health import Health, WatchActivity, health_app, metrics_app, serve
 from sovereign_operator.hooks import Hooks
-from sovereign_operator.kube import KubeWriter, load_client
+from sovereign_operator.kube import EventRecorder, KubeWriter, load_client
 from sovereign_operator.metrics import OperatorMetrics
 from sovereign_operator.observe import CHILD_KINDS
 from sovereign_operator.planning import DEFAULT_ENGINE_IMAGE
+from sovereign_operator.policy_hook import IndexedPolicies
 from sovereign_operator.render.options import DEFAULT_OPERATOR_NAMESPACE
 from sovereign_operator.runtime import Runtime
-from sovereign_operator.settings import OperatorConfig
+from sovereign_operator.settings import OperatorConfig, WebhookSettings
 
 logger = logging.getLogger("sovereign_operator")
+AUDIT_HEALTH_POLL = 2.0
 
 
 def watched_streams() -> frozenset[str]:
@@ -39,8 +47,17 @@ def watched_streams() -> frozenset[str]:
     return frozenset({f"{MD[2]}.{MD[0]}", "pods", "nodes", *kinds})
 
 
-def _post_event(body: Any, kind: str, reason: str, message: str) -> None:
-    kopf.event(body, type=kind, reason=reason, message=message)
+async def _follow_audit_health(runtime: Runtime, every: float = AUDIT_HEALTH_POLL) -> None:
+    """Re-reconcile every ModelDeployment when the audit trail's health changes, so
+    AuditSinkHealthy (and a pause under `audit.failurePolicy: pause`) shows at once and
+    held changes go out as soon as the sinks recover, not at the next resync."""
+    last = runtime.hooks.audit_health()
+    while True:
+        await asyncio.sleep(every)
+        now = runtime.hooks.audit_health()
+        if now != last:
+            runtime.wake_all()
+            last = now
 
 
 async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> None:
@@ -54,21 +71,32 @@ async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> No
         await serve(health_app(health), config.bind_address, config.health_port),
     ]
     api = await load_client(config.kubeconfig, connections=2 * config.reconcile_concurrency)
+    audit: RunningAudit | None = None
+    webhook: asyncio.Task[None] | None = None
     try:
+        if config.audit is not None:
+            audit = await start_audit(config.audit, api, config.operator_namespace)
+            hooks = audit.hooks(hooks or Hooks())
+        # ModelPolicies are evaluated from the operator's indexes, in reconcile and admission.
+        indexed = IndexedPolicies(config.engine_image)
+        hooks = dataclasses.replace(hooks or Hooks(), policy=indexed)
+        writer = KubeWriter(api, metrics)
+        events = EventRecorder(writer)
         runtime = Runtime(
-            config=config,
-            writer=KubeWriter(api, metrics),
-            metrics=metrics,
-            hooks=hooks or Hooks(),
-            post_event=_post_event,
+            config=config, writer=writer, metrics=metrics, hooks=hooks, post_event=events
         )
         health.stalled_for = runtime.stalled_for
         registry = kopf.OperatorRegistry()
-        register_all(registry, runtime)
+        register_all(registry, runtime, indexed)
         settings = kopf.OperatorSettings()
         configure(settings, config)
+        webhook = await start_webhook(settings, config, api)
         watch_probe.install(activity)
         ready = asyncio.Event()
+        autoscaler = autoscaling.start(
+            registry, runtime, api=api, metrics=metrics, post_event=events
+        )
+        audit_watch = asyncio.create_task(_follow_audit_health(runtime))
 
         async def mark_started() -> None:
             await ready.wait()
@@ -88,7 +116,13 @@ async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> No
             )
         finally:
             started.cancel()
+            audit_watch.cancel()
+            await autoscaling.stop(autoscaler)
+            await events.aclose()
     finally:
+        await stop_webhook(webhook)
+        if audit is not None:
+            await audit.aclose()  # seals the log with a signed checkpoint
         await api.close()
         for runner in runners:
             await runner.cleanup()
@@ -148,6 +182,22 @@ async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> No
     show_default=True,
     help="Reconcile passes at once; the rest wait their turn.",
 )
+@audit_options
+@webhook_options
+@click.option(
+    "--autoscaler-interval",
+    type=click.FloatRange(0.1, 3600),
+    default=5.0,
+    show_default=True,
+    help="Seconds between the autoscaler's scrape-and-decide rounds.",
+)
+@click.option(
+    "--autoscaler-startup-grace",
+    type=click.FloatRange(0, 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds a replica must have been Ready before its metrics count.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (kopf's too).")
 def run_command(
     *,
@@ -162,7 +212,11 @@ def run_command(
     resync_seconds: float,
     worker_limit: int,
     reconcile_concurrency: int,
+    autoscaler_interval: float,
+    autoscaler_startup_grace: float,
     verbose: bool,
+    webhook: WebhookSettings | None,
+    **audit: Any,
 ) -> None:
     """Run the operator (until SIGINT or SIGTERM)."""
     if all_namespaces and namespaces:
@@ -183,11 +237,18 @@ def run_command(
         resync_seconds=resync_seconds,
         worker_limit=worker_limit,
         reconcile_concurrency=reconcile_concurrency,
+        autoscaler_interval=autoscaler_interval,
+        autoscaler_startup_grace=autoscaler_startup_grace,
         metrics_port=metrics_port,
         health_port=health_port,
         bind_address=bind_address,
+        audit=audit_settings(audit),
+        webhook=webhook,
     )
-    asyncio.run(run_operator(config))
+    try:
+        asyncio.run(run_operator(config))
+    except AuditStartError as error:
+        raise click.ClickException(str(error)) from None
 
 
 if (
