@@ -55,6 +55,7 @@ from sovereign_operator.autoscaling.evidence import (
     ReplicaSample,
     Snapshot,
     Tuning,
+    replica_metric,
 )
 from sovereign_operator.autoscaling.history import DeploymentHistory
 from sovereign_operator.autoscaling.policy import ScaleChange, decide
@@ -199,7 +200,7 @@ class Hpa:
 
     def _replica_calculation(self, current: int, samples: Sequence[ReplicaSample]) -> int:
         target = self.scaling.target
-        values = {s.replica: _metric(self.scaling.metric, s.load) for s in samples if s.load}
+        values = {s.replica: replica_metric(self.scaling.metric, s.load) for s in samples if s.load}
         missing = [s.replica for s in samples if s.load is None]
         if not values:
             return current
@@ -222,14 +223,6 @@ class Hpa:
         if (new_ratio < 1.0 and new > current) or (new_ratio > 1.0 and new < current):
             return current
         return new
-
-
-def _metric(metric: ScalingMetric, load: EngineLoad) -> float:
-    if metric is ScalingMetric.QUEUE_DEPTH:
-        return load.waiting
-    if metric is ScalingMetric.RUNNING_REQUESTS:
-        return load.running
-    return load.kv_cache_usage
 
 
 @dataclass
@@ -350,7 +343,7 @@ class Simulation:
         ]
         loads = [s.load for s in samples if s.load is not None]
         if loads:
-            average = statistics.fmean(_metric(self.scaling.metric, x) for x in loads)
+            average = statistics.fmean(replica_metric(self.scaling.metric, x) for x in loads)
             if average > self.scaling.target:
                 self.outcome.seconds_over_target += self.model.tick_seconds
         desired = self.autoscaler.recommend(now, len(alive), samples)

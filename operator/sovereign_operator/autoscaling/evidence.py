@@ -147,18 +147,19 @@ def assess(
     target, headroom = scaling.target, tuning.scale_down_headroom
     in_flight = running + waiting
     unobserved = max(snapshot.replicas - observed, 0)
+    per_replica = metric_total(scaling.metric, waiting, running, kv) / observed
     if scaling.metric is ScalingMetric.QUEUE_DEPTH:
         # A queueing replica runs all it can; otherwise the most seen is a lower bound.
         room = max(running / observed if waiting > 0 else max(capacity_hint, peak), 1.0)
-        per_replica, demand, sized = waiting / observed, waiting, in_flight
+        demand, sized = waiting, in_flight
     else:
         room = target
         if scaling.metric is ScalingMetric.RUNNING_REQUESTS:
-            per_replica, demand = running / observed, in_flight
+            demand = in_flight
         else:
             # Running is a count; below one request there is no per-request usage to read.
             kv_per_request = kv / running if running >= 1 else 0.0
-            per_replica, demand = kv / observed, kv + waiting * kv_per_request
+            demand = kv + waiting * kv_per_request
         sized = demand
     return TickEvidence(
         at=snapshot.at,
@@ -178,6 +179,21 @@ def assess(
             else snapshot.at
         ),
     )
+
+
+def metric_total(metric: ScalingMetric, waiting: float, running: float, kv: float) -> float:
+    """The scaling metric from load gauges (one replica's, or summed over replicas): divided
+    by the replicas observed, it is the per-replica value that ``target`` is compared with."""
+    if metric is ScalingMetric.QUEUE_DEPTH:
+        return waiting
+    if metric is ScalingMetric.RUNNING_REQUESTS:
+        return running
+    return kv
+
+
+def replica_metric(metric: ScalingMetric, load: EngineLoad) -> float:
+    """One replica's value of the scaling metric (bench/autoscaling_sim.py averages these)."""
+    return metric_total(metric, load.waiting, load.running, load.kv_cache_usage)
 
 
 def assess_all(

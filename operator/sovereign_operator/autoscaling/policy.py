@@ -250,18 +250,14 @@ def _scale_up(
             current, scaling, observed, last.at, f"holding at {current}: {sustained}, but {why_not}"
         )
     to = min(need, scaling.max_replicas, _up_limit(current, tuning))
-    return Decision(
-        current=current,
-        replicas=to,
-        reason=ScaleReason(
-            direction=Direction.UP,
-            metric=scaling.metric,
-            observed=observed,
-            target=scaling.target,
-            window_start=window[0].at,
-            window_end=window[-1].at,
-            message=f"scaling {current} -> {to}: {sustained}",
-        ),
+    return _decision(
+        Direction.UP,
+        current,
+        to,
+        scaling,
+        observed=observed,
+        window=(first.at, last.at),
+        message=f"scaling {current} -> {to}: {sustained}",
     )
 
 
@@ -295,21 +291,17 @@ def _scale_down(
     observed = max(tick.per_replica for tick in window)
     in_flight = max(tick.in_flight for tick in window)
     words = _METRIC_WORDS[scaling.metric]
-    return Decision(
-        current=current,
-        replicas=to,
-        reason=ScaleReason(
-            direction=Direction.DOWN,
-            metric=scaling.metric,
-            observed=observed,
-            target=scaling.target,
-            window_start=window[0].at,
-            window_end=window[-1].at,
-            message=(
-                f"scaling {current} -> {to}: load stayed low for {seconds} s: at most "
-                f"{observed:.3g} {words} per replica against {scaling.target:g} and at most "
-                f"{in_flight:.0f} requests in flight, which {max(need, 1)} replicas carry"
-            ),
+    return _decision(
+        Direction.DOWN,
+        current,
+        to,
+        scaling,
+        observed=observed,
+        window=(window[0].at, window[-1].at),
+        message=(
+            f"scaling {current} -> {to}: load stayed low for {seconds} s: at most "
+            f"{observed:.3g} {words} per replica against {scaling.target:g} and at most "
+            f"{in_flight:.0f} requests in flight, which {max(need, 1)} replicas carry"
         ),
     )
 
@@ -372,35 +364,52 @@ def _down_limit(current: int, tuning: Tuning) -> int:
 
 
 def _bounds(current: int, to: int, scaling: ScalingSpec, why: str) -> Decision:
-    direction = Direction.UP if to > current else Direction.DOWN
-    return Decision(
-        current=current,
-        replicas=to,
-        reason=ScaleReason(
-            direction=direction,
-            metric=scaling.metric,
-            observed=None,
-            target=scaling.target,
-            window_start=None,
-            window_end=None,
-            message=f"scaling {current} -> {to}: {current} replicas is {why}",
-        ),
+    return _decision(
+        Direction.UP if to > current else Direction.DOWN,
+        current,
+        to,
+        scaling,
+        observed=None,
+        window=(None, None),
+        message=f"scaling {current} -> {to}: {current} replicas is {why}",
     )
 
 
 def _hold(
     current: int, scaling: ScalingSpec, observed: float | None, at: float | None, message: str
 ) -> Decision:
+    return _decision(
+        Direction.HOLD,
+        current,
+        current,
+        scaling,
+        observed=observed,
+        window=(at, at),
+        message=message,
+    )
+
+
+def _decision(
+    direction: Direction,
+    current: int,
+    to: int,
+    scaling: ScalingSpec,
+    *,
+    observed: float | None,
+    window: tuple[float | None, float | None],
+    message: str,
+) -> Decision:
+    """The one place a Decision and its ScaleReason are put together, whichever the branch."""
     return Decision(
         current=current,
-        replicas=current,
+        replicas=to,
         reason=ScaleReason(
-            direction=Direction.HOLD,
+            direction=direction,
             metric=scaling.metric,
             observed=observed,
             target=scaling.target,
-            window_start=at,
-            window_end=at,
+            window_start=window[0],
+            window_end=window[1],
             message=message,
         ),
     )

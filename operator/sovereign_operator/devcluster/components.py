@@ -132,47 +132,47 @@ def _apiserver(binaries: Binaries, state: StateDir, ports: Ports, pki: Pki) -> C
 
 
 def _controller_manager(binaries: Binaries, state: StateDir, ports: Ports, pki: Pki) -> Component:
-    kubeconfig = state.component_kubeconfig("kube-controller-manager")
-    return Component(
-        name="kube-controller-manager",
-        argv=[
-            str(binaries.path("kube-controller-manager")),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports.controller_manager}",
-            f"--tls-cert-file={pki.serving_cert}",
-            f"--tls-private-key-file={pki.serving_key}",
-            "--leader-elect=false",
-            # Each controller acts as its own service account, as under kubeadm, so RBAC
-            # denials in tests look the way they would on a real cluster.
-            "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={pki.service_account_key}",
-            f"--root-ca-file={pki.ca_cert}",
-            "--profiling=false",
-        ],
-        health_url=f"https://127.0.0.1:{ports.controller_manager}/healthz",
+    return _kube_component(
+        "kube-controller-manager",
+        ports.controller_manager,
+        binaries,
+        state,
+        pki,
+        # Each controller acts as its own service account, as under kubeadm, so RBAC
+        # denials in tests look the way they would on a real cluster.
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={pki.service_account_key}",
+        f"--root-ca-file={pki.ca_cert}",
     )
 
 
 def _scheduler(binaries: Binaries, state: StateDir, ports: Ports, pki: Pki) -> Component:
-    kubeconfig = state.component_kubeconfig("kube-scheduler")
+    return _kube_component("kube-scheduler", ports.scheduler, binaries, state, pki)
+
+
+def _kube_component(
+    name: str, port: int, binaries: Binaries, state: StateDir, pki: Pki, *extra: str
+) -> Component:
+    """The controller-manager and the scheduler start alike: their own identity's kubeconfig
+    (also for delegated authentication and authorization), a loopback HTTPS port with the
+    apiserver's serving certificate, no leader election (one replica), no profiling."""
+    kubeconfig = state.component_kubeconfig(name)
     return Component(
-        name="kube-scheduler",
+        name=name,
         argv=[
-            str(binaries.path("kube-scheduler")),
+            str(binaries.path(name)),
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={ports.scheduler}",
+            f"--secure-port={port}",
             f"--tls-cert-file={pki.serving_cert}",
             f"--tls-private-key-file={pki.serving_key}",
             "--leader-elect=false",
+            *extra,
             "--profiling=false",
         ],
-        health_url=f"https://127.0.0.1:{ports.scheduler}/healthz",
+        health_url=f"https://127.0.0.1:{port}/healthz",
     )
 
 
