@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from sovereign_worker.multinode.contract import POD_IP_ENV, RANK_ENV, GroupCommand, group_node_args
 from sovereign_worker.sovereignty import sovereignty_env
-from tests.engine.support import WORKER, tail
+from tests.engine.support import WORKER, record_start, tail
 
 # Until `register_commands` is called from sovereign_worker.cli, the same click group is
 # run with the group commands added; afterwards the installed entry point is used as is.
@@ -148,6 +148,7 @@ def start_pod(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    record_start(f"{command.backend} group rank {rank}")
     return GroupPod(rank, process, log, port)
 
 

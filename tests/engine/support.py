@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -17,6 +18,24 @@ from boto3.s3.transfer import TransferConfig
 
 WORKER = Path(sys.executable).parent / "sovereign-worker"
 BUCKET = "models"
+
+ENGINE_STARTS: list[tuple[str, float | None]] = []
+"""(what, seconds until it served) for each engine process the tier started, in order."""
+
+
+def record_start(what: str, seconds: float | None = None) -> None:
+    """Count an engine start: the tier's cost is mostly starts, so conftest lists them."""
+    ENGINE_STARTS.append((what, seconds))
+    print(f"{what} started" + ("" if seconds is None else f", serving after {seconds:.1f} s"))
+
+
+def require_module(module: str, what: str, install: str) -> None:
+    """Skip when `module` is missing; fail instead under CI, where the whole tier must run."""
+    if importlib.util.find_spec(module) is None:
+        message = f"{what} is not installed: {install}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ SIGTERM test stops it, so it comes last.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import os
@@ -30,7 +29,7 @@ from sovereign_operator.api.model_deployment import ModelDeploymentSpec
 from sovereign_operator.planning import ClusterFacts, plan
 from sovereign_worker.manifest import MANIFEST_NAME
 from tests.engine.pods import EngineProcess, PodCommands
-from tests.engine.support import tail, worker
+from tests.engine.support import require_module, tail, worker
 from tests.engine.tiny_models import build_stable_diffusion
 
 pytestmark = pytest.mark.engine
@@ -54,11 +53,7 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def diffusers_installed() -> None:
-    if importlib.util.find_spec("diffusers") is None:
-        message = "diffusers is not installed: run scripts/install_diffusers.sh"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_module("diffusers", "diffusers", "run scripts/install_diffusers.sh")
 
 
 @dataclass(frozen=True)

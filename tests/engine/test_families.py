@@ -11,14 +11,15 @@ parallel size 1, and planning refuses `expertParallel` below 2 (tested here). Wi
 parallel 2 and --enable-expert-parallel, vLLM 0.32's CPU worker crashed at the first forward
 pass (exit -11), so that combination needs a GPU machine.
 
-One engine runs at a time (a start takes 50-100 s on two cores); each is shared by its tests.
+Each engine is shared by its family's tests; they start two at a time (a start takes 50-100 s
+on two cores, mostly on one of them; see pods.StartAhead), and their tests run one at a time.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,13 @@ import requests
 from sovereign_operator.api.model_deployment import ModelDeploymentSpec
 from sovereign_operator.api.problems import InvalidSpec
 from sovereign_operator.planning import ClusterFacts, ServingPlan, plan
-from tests.engine.pods import EngineProcess, PodCommands
+from tests.engine.pods import (
+    EngineProcess,
+    PodCommands,
+    StartAhead,
+    assert_a_stream_runs_as_one_request,
+    tiny_spec,
+)
 from tests.engine.support import worker
 from tests.engine.tiny_models import (
     MAX_MODEL_LEN,
@@ -47,8 +54,6 @@ pytestmark = pytest.mark.engine
 # Whisper's decoder has 448 positions; the text models are built with MAX_MODEL_LEN.
 WHISPER_MAX_MODEL_LEN = 448
 COMPLETION_TOKENS = 8
-# Long enough that the stream is still running while /metrics is read.
-STREAM_TOKENS = MAX_MODEL_LEN - 32
 
 
 @dataclass(frozen=True)
@@ -69,24 +74,13 @@ WHISPER = Family("whisper", build_whisper, "speech-to-text", WHISPER_MAX_MODEL_L
 
 def family_spec(family: Family, source: Path, digest: str, **engine: Any) -> ModelDeploymentSpec:
     """The ModelDeployment a user would write for this family, pointed at a local folder."""
-    return ModelDeploymentSpec.model_validate(
-        {
-            "model": {
-                "source": f"file://{source}",
-                "digest": digest,
-                "servedName": f"tiny-{family.name}",
-                "task": family.task,
-            },
-            "engine": {
-                "maxModelLen": family.max_model_len,
-                "dtype": "bfloat16",
-                "extraArgs": ["--max-num-seqs", "4"],
-                # The CPU backend's KV cache in GiB, sized for CI; allowlisted for users too.
-                "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}],
-                **engine,
-            },
-            "resources": {"gpus": 1},
-        }
+    return tiny_spec(
+        f"tiny-{family.name}",
+        f"file://{source}",
+        digest,
+        task=family.task,
+        max_model_len=family.max_model_len,
+        **engine,
     )
 
 
@@ -116,15 +110,47 @@ def start_engine(family: Family, built: Built, root: Path) -> EngineProcess:
     return EngineProcess.start(commands, model_dir, root)
 
 
-@pytest.fixture(scope="module", params=TEXT_FAMILIES, ids=lambda family: family.name)
-def text_engine(
+# transformers and tokenizers build the models in this process: one at a time.
+_BUILDING = threading.Lock()
+
+
+def start_family(family: Family, root: Path) -> EngineProcess:
+    with _BUILDING:
+        built = build(family, root)
+    return start_engine(family, built, root)
+
+
+@pytest.fixture(scope="module")
+def engines(
     request: pytest.FixtureRequest,
     vllm_installed: None,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[EngineProcess]:
-    family: Family = request.param
-    root = tmp_path_factory.mktemp(family.name)
-    engine = start_engine(family, build(family, root), root)
+) -> Iterator[StartAhead]:
+    """The engines of the families this run's tests use, in the order the tests run."""
+    used: list[Family] = []
+    for item in request.session.items:
+        if item.path != request.path or not isinstance(item, pytest.Function):
+            continue
+        params = getattr(item, "callspec", None)
+        family = params.params.get("text_engine") if params else None
+        if family is None and "whisper_engine" in item.fixturenames:
+            family = WHISPER
+        if family is not None and family not in used:
+            used.append(family)
+    # The folders are made here: tmp_path_factory is not safe to call from two threads.
+    roots = {family.name: tmp_path_factory.mktemp(family.name) for family in used}
+    ahead = StartAhead(
+        {f.name: functools.partial(start_family, f, roots[f.name]) for f in used},
+    )
+    try:
+        yield ahead
+    finally:
+        ahead.close()
+
+
+@pytest.fixture(scope="module", params=TEXT_FAMILIES, ids=lambda family: family.name)
+def text_engine(request: pytest.FixtureRequest, engines: StartAhead) -> Iterator[EngineProcess]:
+    engine = engines.take(request.param.name)
     try:
         yield engine
     finally:
@@ -173,62 +199,7 @@ def test_models_lists_the_served_name_at_the_verified_folder(text_engine: Engine
 def test_metrics_count_a_running_request_as_the_autoscaler_reads_it(
     text_engine: EngineProcess,
 ) -> None:
-    # vLLM refreshes these gauges as its engine steps, so wait for the previous tests'
-    # requests to drain from them rather than assuming they already have.
-    assert wait_for_load(text_engine, (0, 0)), text_engine.load()
-    # A tiny model on a busy machine can finish a stream between two scrapes, so a miss
-    # is retried with a fresh stream; what must hold is that the gauge shows it at all.
-    seen: list[float] = []
-    for _attempt in range(3):
-        seen = _sample_running_during_a_stream(text_engine)
-        if 1 in seen:
-            break
-    assert 1 in seen, seen
-    assert wait_for_load(text_engine, (0, 0)), text_engine.load()
-
-
-def _sample_running_during_a_stream(text_engine: EngineProcess) -> list[float]:
-    """Scrape the running gauge for as long as one long streaming completion lasts."""
-    first_token = threading.Event()
-    done = threading.Event()
-    body = {
-        "model": text_engine.served_name,
-        "prompt": "the quick brown",
-        "max_tokens": STREAM_TOKENS,
-        "temperature": 0,
-        "ignore_eos": True,
-        "stream": True,
-    }
-
-    def stream() -> None:
-        try:
-            with text_engine.post("/v1/completions", body) as response:
-                for line in response:
-                    if line.startswith(b"data: "):
-                        first_token.set()
-        finally:
-            first_token.set()
-            done.set()
-
-    thread = threading.Thread(target=stream)
-    thread.start()
-    assert first_token.wait(60)
-    seen: list[float] = []
-    while not done.is_set():
-        seen.append(text_engine.load()[0])
-        time.sleep(0.02)
-    thread.join(120)
-    return seen
-
-
-def wait_for_load(engine: EngineProcess, wanted: tuple[float, float], seconds: float = 15) -> bool:
-    """Whether the engine reports `wanted` (running, waiting) within `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if engine.load() == wanted:
-            return True
-        time.sleep(0.1)
-    return False
+    assert_a_stream_runs_as_one_request(text_engine)
 
 
 def test_mixtral_expert_parallel_is_refused_at_tensor_parallel_1(tmp_path: Path) -> None:
@@ -245,11 +216,8 @@ def test_mixtral_expert_parallel_is_refused_at_tensor_parallel_1(tmp_path: Path)
 
 
 @pytest.fixture(scope="module")
-def whisper_engine(
-    vllm_installed: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EngineProcess]:
-    root = tmp_path_factory.mktemp("whisper")
-    engine = start_engine(WHISPER, build(WHISPER, root), root)
+def whisper_engine(engines: StartAhead) -> Iterator[EngineProcess]:
+    engine = engines.take(WHISPER.name)
     try:
         yield engine
     finally:

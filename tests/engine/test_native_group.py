@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -24,8 +23,9 @@ import pytest
 
 from sovereign_worker.engine_args import EngineLaunch, build_vllm_flags
 from sovereign_worker.multinode.contract import GroupCommand
-from tests.engine.group_pods import GroupPod, pod_environment, start_pod, stop_pods, wait_until
-from tests.engine.support import WORKER, TinyModel, free_port, stop, tail, worker
+from tests.engine.group_pods import GroupPod, start_pod, stop_pods, wait_until
+from tests.engine.pods import SharedEngine
+from tests.engine.support import free_port, tail
 
 pytestmark = pytest.mark.engine
 
@@ -71,13 +71,9 @@ def bind(rank: int) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_llama: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_dir(llama_dir: Path) -> Path:
     """The verified model, where the fetch init container leaves it."""
-    dest = tmp_path_factory.mktemp("group-cache") / "model"
-    result = worker("fetch", "--source", f"file://{tiny_llama.path}", "--digest",
-                    tiny_llama.digest, "--dest", str(dest))  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return dest
+    return llama_dir
 
 
 @pytest.fixture
@@ -97,12 +93,12 @@ def post(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(json.load(response))
 
 
-def completion_token_ids(port: int) -> list[int]:
+def completion_token_ids(port: int, served_name: str = SERVED_NAME) -> list[int]:
     result = post(
         port,
         "/v1/completions",
         {
-            "model": SERVED_NAME,
+            "model": served_name,
             "prompt": PROMPT,
             "max_tokens": COMPLETION_TOKENS,
             "temperature": 0,
@@ -193,33 +189,21 @@ class Group:
 
 
 @pytest.fixture(scope="module")
-def reference_token_ids(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[int]:
-    """The same model and prompt in one process (`serve`, the single-node pod's command)."""
-    root = tmp_path_factory.mktemp("single")
-    port = free_port()
-    log = root / "engine.log"
-    argv = [str(WORKER), "serve", "--model-dir", str(model_dir), "--", *flags(port, 1)]
-    with log.open("wb") as output:
-        process = subprocess.Popen(argv, env=pod_environment(root, 0), stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, tail(log)
-            try:
-                return completion_token_ids(port)
-            except OSError:
-                assert time.monotonic() < deadline, tail(log)
-                time.sleep(2)
-    finally:
-        stop(process, grace=30)
+def reference_token_ids(llama_engine: SharedEngine) -> list[int]:
+    """The same model and prompt in one process: the single-node pod's engine, which
+    test_vllm_serve.py tests (its settings differ only in what greedy decoding ignores:
+    served name, context length, --max-num-seqs)."""
+    engine = llama_engine.get()
+    return completion_token_ids(engine.port, engine.served_name)
 
 
 @pytest.fixture(scope="module")
 def group(
     model_dir: Path, reference_token_ids: list[int], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Group]:
-    del reference_token_ids  # only orders the fixtures: one vLLM at a time on two cores
+    # Only orders the fixtures: the reference is read before the group starts, so the two
+    # never compute at once on two cores (the reference's engine idles until test_vllm_serve).
+    del reference_token_ids
     root = tmp_path_factory.mktemp("native-group")
     command = group_command()
     leader_port, member_port = free_port(), free_port()

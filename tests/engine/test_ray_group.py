@@ -17,7 +17,6 @@ with tensor x pipeline across the group's nodes (see the report of issue 6).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ import pytest
 from sovereign_worker.engine_args import EngineLaunch, build_vllm_flags
 from sovereign_worker.multinode.contract import GroupCommand
 from tests.engine.group_pods import GroupPod, psutil_module, start_pod, stop_pods, wait_until
-from tests.engine.support import TinyModel, free_port, tail, worker
+from tests.engine.support import free_port, require_module, tail
 
 pytestmark = pytest.mark.engine
 
@@ -56,22 +55,12 @@ while True:
 
 @pytest.fixture(scope="module")
 def ray_installed() -> None:
-    if importlib.util.find_spec("ray") is None:
-        message = "Ray is not installed: pip install ray==2.60.0"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_module("ray", "Ray", "pip install ray==2.60.0")
 
 
 @pytest.fixture(scope="module")
-def model_dir(
-    ray_installed: None, tiny_llama: TinyModel, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    dest = tmp_path_factory.mktemp("ray-cache") / "model"
-    result = worker("fetch", "--source", f"file://{tiny_llama.path}", "--digest",
-                    tiny_llama.digest, "--dest", str(dest))  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return dest
+def model_dir(ray_installed: None, llama_dir: Path) -> Path:
+    return llama_dir
 
 
 @pytest.fixture
