@@ -47,6 +47,7 @@ from sovereign_operator.autoscaling.loop import (
 from sovereign_operator.autoscaling.policy import Decision, ScaleChange
 from sovereign_operator.autoscaling.scraper import Scraper
 from sovereign_operator.hooks import (
+    AuditHealthReport,
     AuditHook,
     AutoscalerReport,
     DeploymentKey,
@@ -274,6 +275,17 @@ Nudge = Callable[[str, str], Awaitable[None]]
 StatusPatch = Callable[[DeploymentKey, Mapping[str, Any]], Awaitable[None]]
 
 
+def held_by_audit(health: AuditHealthReport | None) -> str | None:
+    """Why scale changes must wait for the audit trail, or None when they may go ahead."""
+    if health is None or not health.pause:
+        return None
+    return f"held by audit.failurePolicy: pause ({health.message})"
+
+
+class ScaleHeld(Exception):
+    """A scale change the operator may not make now (the audit trail cannot record it)."""
+
+
 class ClusterBridge:
     """`list_deployments`, `apply_scale` and `report_activity` for the loop."""
 
@@ -288,6 +300,7 @@ class ClusterBridge:
         metrics: OperatorMetrics,
         reports: ActivityReports,
         nudge: Nudge,
+        held: Callable[[], str | None] = lambda: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._api = client.CustomObjectsApi(api)
@@ -298,6 +311,7 @@ class ClusterBridge:
         self._metrics = metrics
         self._reports = reports
         self._nudge = nudge
+        self._held = held
         self._now = now
         self._bodies: dict[tuple[str, str], Mapping[str, Any]] = {}
         self._nudges: set[asyncio.Task[None]] = set()
@@ -322,7 +336,12 @@ class ClusterBridge:
         Only the scale itself can fail the change (the loop reports ScaleFailed and decides
         again). What follows it is reported in the log: the change has happened by then,
         and failing it would make the loop decide again from a count that is gone.
+        A change that could not be audited is not made (`held` says why, e.g. under
+        audit.failurePolicy: pause); the loop reports it as ScaleFailed and tries again.
         """
+        why_held = self._held()
+        if why_held is not None:
+            raise ScaleHeld(why_held)
         await self._scale(namespace, name, decision.current, replicas)
         logger.info("%s/%s: %s", namespace, name, decision.reason.message)
         at = self._now()

@@ -306,7 +306,14 @@ class Runtime:
                             child.ref, child.uid, foreground=child.ref.kind in WORKLOAD_KINDS
                         )
                         await self.hooks.audit(
-                            OperatorAction(key, "delete", str(child.ref), "ModelDeployment deleted")
+                            OperatorAction(
+                                key,
+                                "delete",
+                                str(child.ref),
+                                "ModelDeployment deleted",
+                                target_uid=child.uid or None,
+                                target_generation=child.generation or None,
+                            )
                         )
                 return [str(c.ref) for c in batch]
 

@@ -33,6 +33,7 @@ from sovereign_operator.autoscaler_bridge import (
     ClusterBridge,
     EngineEndpoint,
     engine_endpoint,
+    held_by_audit,
     run_autoscaler,
 )
 from sovereign_operator.autoscaling.evidence import DEFAULT_TUNING
@@ -127,6 +128,7 @@ def start(
         metrics=metrics,
         reports=reports,
         nudge=nudge,
+        held=lambda: held_by_audit(runtime.hooks.audit_health()),
     )
     config = runtime.config
     tuning = replace(DEFAULT_TUNING, startup_grace_seconds=config.autoscaler_startup_grace)

@@ -4,6 +4,7 @@ and what a scale change writes (patch, lastScale, Event, audit record, condition
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +17,11 @@ from sovereign_operator.autoscaler_bridge import (
     ActivityReports,
     ClusterBridge,
     EngineEndpoint,
+    ScaleHeld,
     audit_record,
     autoscaled,
     engine_endpoint,
+    held_by_audit,
     last_change,
     last_scale_status,
     metrics_url,
@@ -30,7 +33,7 @@ from sovereign_operator.autoscaling.loop import Activity, ReplicaEndpoint
 from sovereign_operator.autoscaling.policy import Decision, Direction, ScaleReason
 from sovereign_operator.handlers.autoscaler import ENDPOINT_INDEX, IndexView
 from sovereign_operator.handlers.model_deployment import MD_INDEX
-from sovereign_operator.hooks import DeploymentKey
+from sovereign_operator.hooks import AuditHealthReport, DeploymentKey
 from sovereign_operator.metrics import OperatorMetrics
 from sovereign_operator.reconcile import ApiError
 
@@ -262,7 +265,7 @@ def test_reports_reach_the_condition_only_while_they_fit_the_spec() -> None:
 
 
 def bridge(
-    listing: list[Any], nudged: list[tuple[str, str]]
+    listing: list[Any], nudged: list[tuple[str, str]], held: str | None = None
 ) -> tuple[ClusterBridge, ActivityReports, client.ApiClient]:
     reports = ActivityReports()
 
@@ -285,6 +288,7 @@ def bridge(
         metrics=OperatorMetrics(),
         reports=reports,
         nudge=nudge,
+        held=lambda: held,
     )
     return made, reports, api
 
@@ -410,6 +414,26 @@ def test_a_scale_change_writes_scale_then_last_scale_event_and_audit() -> None:
         with pytest.raises(ApiError, match="no longer 1"):
             await made.apply_scale("ai", "llm", 3, decision(1, 3))
         assert len(statuses) == len(posted) == len(audited) == 1
+        await api.close()
+
+    asyncio.run(scenario())
+
+
+def test_no_scale_change_goes_out_while_the_audit_trail_holds_changes() -> None:
+    paused = AuditHealthReport("False", "SinkFailing", "syslog: connection refused", pause=True)
+    assert held_by_audit(None) is None
+    assert held_by_audit(replace(paused, pause=False)) is None
+    why = held_by_audit(paused)
+    assert why is not None
+    assert "audit.failurePolicy: pause" in why
+
+    async def scenario() -> None:
+        # No API server behind this client: a scale that got past the check would fail
+        # with a connection error, not ScaleHeld.
+        made, _, api = bridge([], [], held=why)
+        with pytest.raises(ScaleHeld, match="syslog: connection refused"):
+            await made.apply_scale("ai", "llm", 3, decision())
+        await made.close()
         await api.close()
 
     asyncio.run(scenario())
