@@ -228,9 +228,9 @@ async def _desired(
         spec = parse(ModelDeploymentSpec, raw_spec, prefix="spec")
     except InvalidSpec as invalid:
         return _Desired(None, refusal=Refusal("InvalidSpec", str(invalid))), None
+    # A policy violation is not a refusal here: the spec is still planned, so the status
+    # can tell what runs from what is held (see `_policy_hold`).
     verdict = await ctx.hooks.policy(key, spec)
-    if verdict.enforce and verdict.status == "False":
-        return _Desired(spec, refusal=Refusal("PolicyViolation", verdict.message)), verdict
     facts = ClusterFacts(
         gpus_per_node_by_type=gpus_per_node_by_type(observation.nodes),
         default_image=ctx.default_image,
@@ -482,9 +482,12 @@ async def reconcile(
             now=ctx.monotonic(),
         )
     audit_health = ctx.hooks.audit_health()
+    policy_hold = _policy_hold(verdict)
     withheld = 0
-    if audit_health is not None and audit_health.pause:
-        withheld, actions = len(actions), []  # audit.failurePolicy: pause; status says why
+    if policy_hold is not None or (audit_health is not None and audit_health.pause):
+        # A policy that forbids the spec, or audit.failurePolicy: pause while the trail
+        # cannot record: nothing is changed, what runs is left alone, the status says why.
+        withheld, actions = len(actions), []
     audit = _stamped(ctx.hooks.audit, generation, desired.spec)
     done, responses, error = await _execute(key, actions, ctx, audit)
 
@@ -517,6 +520,7 @@ async def reconcile(
         autoscaler=ctx.hooks.autoscaler(key, spec) if spec is not None else None,
         audit=audit_health,
         withheld=withheld,
+        policy_hold=policy_hold,
         selector=selector(key.name, desired.multi_node),
         endpoint=endpoint(key),
     )
@@ -527,7 +531,10 @@ async def reconcile(
             await ctx.writer.patch_status(key, patch)
         except ApiError as failed:
             return Outcome(
-                key, tuple(done), error=error or failed, refused=desired.refusal is not None
+                key,
+                tuple(done),
+                error=error or failed,
+                refused=desired.refusal is not None or policy_hold is not None,
             )
         if memo is None:
             ctx.statuses[(key.namespace, key.name)] = StatusMemo(status, [previous])
@@ -554,9 +561,16 @@ async def reconcile(
         desired_replicas=spec.replicas if spec is not None else 0,
         ready_replicas=status.ready_replicas,
         error=error,
-        refused=desired.refusal is not None,
+        refused=desired.refusal is not None or policy_hold is not None,
         recheck_after=_placement_recheck(desired, groups, ctx.now()),
     )
+
+
+def _policy_hold(verdict: PolicyVerdict | None) -> str | None:
+    """Why a ModelPolicy forbids rolling out this spec (None: it may be rolled out)."""
+    if verdict is None or not verdict.enforce or verdict.status != "False":
+        return None
+    return verdict.message
 
 
 def _placement_recheck(

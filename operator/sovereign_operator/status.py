@@ -83,7 +83,15 @@ class Observed:
     autoscaler: AutoscalerReport | None = None
     audit: AuditHealthReport | None = None
     withheld: int = 0
-    """Changes not applied because the audit trail cannot record them (failurePolicy pause)."""
+    """Changes not applied: a ModelPolicy forbids the spec (`policy_hold`), or the audit
+    trail cannot record them (audit.failurePolicy: pause)."""
+    policy_hold: str | None = None
+    """Why a ModelPolicy forbids rolling out this spec; what already runs is left alone."""
+
+    @property
+    def nothing_deployed(self) -> bool:
+        return self.deployment is None and not (self.groups and self.groups.current)
+
     selector: str = ""
     endpoint: str = ""
 
@@ -234,6 +242,8 @@ def _degraded(observed: Observed, counts: _Counts, verified: _Verdict) -> _Verdi
         return _Verdict("True", observed.refusal.reason, observed.refusal.message)
     if observed.apply_error is not None:
         return _Verdict("True", "ApplyFailed", observed.apply_error)
+    if observed.policy_hold is not None and observed.nothing_deployed:
+        return _Verdict("True", "PolicyViolation", observed.policy_hold)
     if verified.status == "False":
         return _Verdict("True", "ModelVerificationFailed", verified.message)
     for pod in observed.pods:
@@ -253,6 +263,12 @@ def _progressing(observed: Observed, counts: _Counts) -> _Verdict:  # noqa: PLR0
         return _Verdict("False", observed.refusal.reason, "nothing to roll out")
     if observed.apply_error is not None:
         return _Verdict("False", "ApplyFailed", "children could not be applied")
+    if observed.policy_hold is not None and (observed.withheld or observed.nothing_deployed):
+        return _Verdict(
+            "False",
+            "PolicyViolation",
+            f"{observed.withheld} changes held, what runs is kept: {observed.policy_hold}",
+        )
     if observed.withheld and observed.audit is not None:
         return _Verdict(
             "False",
@@ -320,11 +336,13 @@ def _group_progressing(observed: Observed, groups: GroupSummary) -> _Verdict:
     return _Verdict("False", "RolloutComplete", f"{groups.desired} groups on the current template")
 
 
-def _ready(
+def _ready(  # noqa: PLR0911 - a ladder of causes, most important first
     observed: Observed, counts: _Counts, scheduled: _Verdict, degraded: _Verdict
 ) -> _Verdict:
     if observed.refusal is not None:
         return _Verdict("False", observed.refusal.reason, observed.refusal.message)
+    if observed.policy_hold is not None and observed.nothing_deployed:
+        return _Verdict("False", "PolicyViolation", observed.policy_hold)
     if counts.desired == 0:
         return _Verdict("False", "ScaledToZero", "spec.replicas is 0; nothing serves the model")
     summary = f"{counts.available}/{counts.desired} engine replicas available"
@@ -369,14 +387,13 @@ def _phase(
     scheduled: _Verdict,
     degraded: _Verdict,
 ) -> Phase:
-    if observed.refusal is not None:
+    if observed.refusal is not None or (observed.policy_hold and observed.nothing_deployed):
         return Phase.FAILED
     if degraded.status == "True":
         return Phase.DEGRADED
     if ready.status == "True":
         return Phase.PROGRESSING if progressing.status == "True" else Phase.READY
-    no_workload = observed.deployment is None and not (observed.groups and observed.groups.current)
-    if scheduled.status == "False" or no_workload:
+    if scheduled.status == "False" or observed.nothing_deployed:
         return Phase.PENDING
     if progressing.status == "True":
         return Phase.PROGRESSING

@@ -231,3 +231,35 @@ def test_our_own_write_is_recognised_when_it_comes_back() -> None:
     assert not written.echoes("uid-1", "813")  # someone else's edit, or a status update
     assert not written.echoes("uid-2", "812")
     assert not Written("uid-1", 2, at=0.0).echoes("uid-1", "")
+
+
+def test_a_policy_tightened_later_holds_changes_but_the_running_engine_stays_ready() -> None:
+    async def deny(*_: Any) -> PolicyVerdict:
+        return PolicyVerdict(
+            "False", "PolicyViolation", "spec.model.source is not allowed", enforce=True
+        )
+
+    cluster = FakeCluster()
+    body = md_body()
+    run_pass(cluster, body)
+    cluster.roll_out()
+    template = cluster.deployment()["spec"]["template"]["metadata"]["annotations"]
+    ready = pod(template_hash=template["sovereign.dev/template-hash"])
+    run_pass(cluster, with_status(cluster, body), (ready,))
+
+    # The policy tightens, and the spec changes: nothing is written but status.
+    changed = md_body(generation=2, resources={"gpus": 2})
+    cluster.writes.clear()
+    outcome = run_pass(cluster, with_status(cluster, changed), (ready,), hooks=Hooks(policy=deny))
+    assert [w for w in cluster.writes if w[0] != "status"] == []
+    assert outcome.refused
+    status = next(iter(cluster.status.values()))
+    conditions = {c["type"]: c for c in status["conditions"]}
+    # What runs still serves, and the status says so; the hold is on the rollout.
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Degraded"]["status"] == "False"
+    progressing = conditions["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("False", "PolicyViolation")
+    assert "changes held, what runs is kept: spec.model.source" in progressing["message"]
+    assert conditions["PolicyCompliant"]["status"] == "False"
+    assert status["phase"] != "Failed"
