@@ -41,6 +41,14 @@ STARTUP_SECONDS = 600
 STREAM_TOKENS = MAX_MODEL_LEN - 32
 
 
+# Engine flags CI engines add through spec.engine.extraArgs, as a user could: few sequences
+# for a 2-core machine, and (where a test allows) eager mode. On CPU vLLM otherwise compiles
+# the model with torch inductor at start, a C++ build of a minute or more per engine here,
+# which tests of our pods, fetch and wiring do not need; vLLM's own CPU CI skips it too.
+CI_ENGINE_ARGS = ("--max-num-seqs", "4")
+EAGER = ("--enforce-eager",)
+
+
 def tiny_spec(
     served_name: str,
     source: str,
@@ -49,9 +57,15 @@ def tiny_spec(
     task: str = "text-generation",
     max_model_len: int = MAX_MODEL_LEN,
     s3_endpoint: str | None = None,
+    eager: bool = True,
     **engine: Any,
 ) -> ModelDeploymentSpec:
-    """The ModelDeployment a user would write for a tiny vLLM model, sized for CI."""
+    """The ModelDeployment a user would write for a tiny vLLM model, sized for CI.
+
+    `eager=False` keeps vLLM's default compiled mode: for an engine whose tokens are
+    compared with a pipeline-parallel group's, which must run compiled (vLLM 0.32's CPU
+    pipeline parallel fails in eager mode: `assert self.intermediate_tensors is not None`).
+    """
     model: dict[str, Any] = {
         "source": source,
         "digest": digest,
@@ -63,7 +77,7 @@ def tiny_spec(
         "engine": {
             "maxModelLen": max_model_len,
             "dtype": "bfloat16",
-            "extraArgs": ["--max-num-seqs", "4"],
+            "extraArgs": [*CI_ENGINE_ARGS, *(EAGER if eager else ())],
             # The CPU backend's KV cache in GiB, sized for CI; allowlisted for users too.
             "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}],
             **engine,
