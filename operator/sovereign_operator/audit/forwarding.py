@@ -38,6 +38,15 @@ _REPLAY_BYTES: Final = 4 << 20
 usually hold, i.e. more than a receiver that went away can have left unread."""
 
 
+def _replace_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file of its own. Each file needs its own:
+    the cursor and the through-mark are written by different threads, and one shared
+    `spool-NAME.tmp` let one thread rename the other's half-written file away."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
 class DeliveryError(RuntimeError):
     """The destination refused a batch (e.g. HTTP 503); it will be retried."""
 
@@ -84,9 +93,7 @@ class Spool:
 
     def mark_through(self, seq: int) -> None:
         """Note the last seq accepted, so a restart can tell what a crash kept from it."""
-        temporary = self._through_path.with_suffix(".tmp")
-        temporary.write_text(str(seq))
-        temporary.replace(self._through_path)
+        _replace_atomically(self._through_path, str(seq))
 
     def through(self) -> int | None:
         """The last seq this spool accepted; None for a spool that never accepted any."""
@@ -164,9 +171,7 @@ class Spool:
         return offset if same_file and 0 <= offset <= size else 0
 
     def _store_cursor(self, offset: int) -> None:
-        temporary = self._cursor_path.with_suffix(".tmp")
-        temporary.write_text(f"{os.fstat(self._fd).st_ino} {offset}")
-        temporary.replace(self._cursor_path)
+        _replace_atomically(self._cursor_path, f"{os.fstat(self._fd).st_ino} {offset}")
 
     def _count_lines(self, start: int, end: int) -> int:
         count, position = 0, start
