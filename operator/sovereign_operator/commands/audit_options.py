@@ -1,22 +1,19 @@
 """`sovereign run`'s --audit-* options, kept here so run.py stays about running.
 
 @audit_options
-def run_command(..., **audit: Any) -> None:
-    settings = audit_settings(audit)   # None unless --audit-dir is given
+def run_command(..., audit: AuditSettings | None) -> None: ...   # None without --audit-dir
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from sovereign_operator.audit.health import FailurePolicy
 from sovereign_operator.audit_hooks import DEFAULT_CONFIGMAP, AuditSettings, parse_syslog
-
-F = TypeVar("F", bound=Callable[..., Any])
+from sovereign_operator.commands.options import option_group, tuning
 
 _OPTIONS = (
     click.option(
@@ -37,19 +34,17 @@ _OPTIONS = (
         default=None,
         help="Or: a Secret in the operator's namespace holding key.pem.",
     ),
-    click.option(
+    tuning(
         "--audit-checkpoint-records",
-        type=click.IntRange(1, 10_000_000),
-        default=1000,
-        show_default=True,
-        help="Sign a checkpoint after this many records...",
+        click.IntRange(1, 10_000_000),
+        1000,
+        "Sign a checkpoint after this many records...",
     ),
-    click.option(
+    tuning(
         "--audit-checkpoint-seconds",
-        type=click.FloatRange(0.1, 86_400),
-        default=60.0,
-        show_default=True,
-        help="...or this many seconds, whichever comes first.",
+        click.FloatRange(0.1, 86_400),
+        60.0,
+        "...or this many seconds, whichever comes first.",
     ),
     click.option("--audit-stdout", is_flag=True, help="Also write records to stdout."),
     click.option("--audit-syslog", default=None, help="Also send records to syslog at HOST:PORT."),
@@ -70,14 +65,7 @@ _OPTIONS = (
 )
 
 
-def audit_options(command: F) -> F:
-    """Add the --audit-* options to a click command."""
-    for option in reversed(_OPTIONS):
-        command = option(command)
-    return command
-
-
-def audit_settings(options: Mapping[str, Any]) -> AuditSettings | None:
+def audit_settings(**options: Any) -> AuditSettings | None:
     """The settings the --audit-* options describe; None without --audit-dir."""
     log_dir: Path | None = options["audit_dir"]
     syslog: str | None = options["audit_syslog"]
@@ -109,3 +97,7 @@ def audit_settings(options: Mapping[str, Any]) -> AuditSettings | None:
         failure_policy=FailurePolicy(options["audit_failure_policy"]),
         public_key_configmap=options["audit_public_key_configmap"],
     )
+
+
+audit_options = option_group("audit_", "audit", _OPTIONS, audit_settings)
+"""Add the --audit-* options; the command receives them as one `audit` keyword argument."""

@@ -15,6 +15,7 @@ from sovereign_operator.api.problems import FieldProblem, InvalidSpec, parse
 from sovereign_operator.manifests import dump_documents, load_file
 from sovereign_operator.planning import ClusterFacts, plan
 from sovereign_operator.render import RenderOptions, render_children
+from sovereign_operator.render.options import DEFAULT_OPERATOR_NAMESPACE
 
 
 def render_document(
@@ -56,7 +57,12 @@ def render_document(
     default=None,
     help="GPUs a node offers, when the spec does not say (default: 8).",
 )
-@click.option("--operator-namespace", default="sovereign-system", show_default=True)
+@click.option(
+    "--operator-namespace",
+    default=DEFAULT_OPERATOR_NAMESPACE,
+    show_default=True,
+    help="The operator's namespace; engine NetworkPolicies admit metrics scrapes from it.",
+)
 def render_command(path: Path, gpus_per_node: int | None, operator_namespace: str) -> None:
     """Print the Kubernetes objects a ModelDeployment becomes."""
     try:

@@ -35,6 +35,7 @@ from sovereign_operator.audit.record import load_json
 from sovereign_operator.audit.segments import chain_order, rotated_segments
 from sovereign_operator.audit.verify import verify_files
 from sovereign_operator.audit_hooks import DEFAULT_CONFIGMAP, LOG_NAME, MODEL_DEPLOYMENT
+from sovereign_operator.commands.options import kubeconfig_option
 from sovereign_operator.planning import DEFAULT_ENGINE_IMAGE
 from sovereign_operator.policy import NamedPolicy, evaluate, gpu_ceiling
 from sovereign_operator.render.options import DEFAULT_OPERATOR_NAMESPACE
@@ -353,13 +354,7 @@ def _public_keys(api: k8s.ApiClient, paths: Sequence[Path], operator_ns: str) ->
 
 @click.command("report")
 @click.argument("target", metavar="NAMESPACE/NAME")
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="KUBECONFIG",
-    default=None,
-    help="Read the cluster with this kubeconfig (default: in-cluster).",
-)
+@kubeconfig_option("Read the cluster with this kubeconfig (default: in-cluster).")
 @click.option(
     "--audit-dir",
     required=True,

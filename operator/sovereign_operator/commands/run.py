@@ -13,13 +13,14 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import kopf
 
+from sovereign_operator.audit_hooks import AuditSettings
 from sovereign_operator.audit_wiring import AuditStartError, RunningAudit, start_audit
-from sovereign_operator.commands.audit_options import audit_options, audit_settings
+from sovereign_operator.commands.audit_options import audit_options
+from sovereign_operator.commands.options import kubeconfig_option, tuning
 from sovereign_operator.commands.webhook_options import webhook_options
 from sovereign_operator.handlers import autoscaler as autoscaling
 from sovereign_operator.handlers import register_all, watch_probe
@@ -137,16 +138,17 @@ async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> No
     help="Serve only this namespace (repeatable). Default: all namespaces.",
 )
 @click.option("-A", "--all-namespaces", is_flag=True, help="Serve every namespace (the default).")
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="KUBECONFIG",
-    default=None,
-    help="Log in with this kubeconfig; without it, the pod's service account (in-cluster).",
+@kubeconfig_option(
+    "Log in with this kubeconfig; without it, the pod's service account (in-cluster)."
 )
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-@click.option("--health-port", type=click.IntRange(1, 65535), default=8081, show_default=True)
-@click.option("--bind-address", default="0.0.0.0", show_default=True)  # noqa: S104
+@tuning("--metrics-port", click.IntRange(1, 65535), 8080, "Serve Prometheus /metrics here.")
+@tuning("--health-port", click.IntRange(1, 65535), 8081, "Serve /healthz and /readyz here.")
+@click.option(
+    "--bind-address",
+    default="0.0.0.0",  # noqa: S104 - in a pod, probes and scrapes come from outside
+    show_default=True,
+    help="Address the metrics, health and webhook servers listen on.",
+)
 @click.option(
     "--operator-namespace",
     envvar="POD_NAMESPACE",
@@ -161,42 +163,37 @@ async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> No
     show_default=True,
     help="Engine image for specs that do not name one.",
 )
-@click.option(
+@tuning(
     "--resync-seconds",
-    type=click.FloatRange(1, 86_400),
-    default=300.0,
-    show_default=True,
-    help="Full reconcile of every ModelDeployment this often (watch events act at once).",
+    click.FloatRange(1, 86_400),
+    300.0,
+    "Full reconcile of every ModelDeployment this often (watch events act at once).",
 )
-@click.option(
+@tuning(
     "--worker-limit",
-    type=click.IntRange(1, 1_000_000),
-    default=5000,
-    show_default=True,
-    help="kopf workers per resource kind; keep it above the objects of any watched kind.",
+    click.IntRange(1, 1_000_000),
+    5000,
+    "kopf workers per resource kind; keep it above the objects of any watched kind.",
 )
-@click.option(
+@tuning(
     "--reconcile-concurrency",
-    type=click.IntRange(1, 1000),
-    default=16,
-    show_default=True,
-    help="Reconcile passes at once; the rest wait their turn.",
+    click.IntRange(1, 1000),
+    16,
+    "Reconcile passes at once; the rest wait their turn.",
 )
 @audit_options
 @webhook_options
-@click.option(
+@tuning(
     "--autoscaler-interval",
-    type=click.FloatRange(0.1, 3600),
-    default=5.0,
-    show_default=True,
-    help="Seconds between the autoscaler's scrape-and-decide rounds.",
+    click.FloatRange(0.1, 3600),
+    5.0,
+    "Seconds between the autoscaler's scrape-and-decide rounds.",
 )
-@click.option(
+@tuning(
     "--autoscaler-startup-grace",
-    type=click.FloatRange(0, 3600),
-    default=60.0,
-    show_default=True,
-    help="Seconds a replica must have been Ready before its metrics count.",
+    click.FloatRange(0, 3600),
+    60.0,
+    "Seconds a replica must have been Ready before its metrics count.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (kopf's too).")
 def run_command(
@@ -216,7 +213,7 @@ def run_command(
     autoscaler_startup_grace: float,
     verbose: bool,
     webhook: WebhookSettings | None,
-    **audit: Any,
+    audit: AuditSettings | None,
 ) -> None:
     """Run the operator (until SIGINT or SIGTERM)."""
     if all_namespaces and namespaces:
@@ -242,7 +239,7 @@ def run_command(
         metrics_port=metrics_port,
         health_port=health_port,
         bind_address=bind_address,
-        audit=audit_settings(audit),
+        audit=audit,
         webhook=webhook,
     )
     try:

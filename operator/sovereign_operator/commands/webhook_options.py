@@ -9,16 +9,13 @@ chart sets it), --webhook-host for an operator run on the API server's machine.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
+from sovereign_operator.commands.options import option_group
 from sovereign_operator.settings import WebhookSettings
 
-F = TypeVar("F", bound=Callable[..., Any])
 _DEFAULTS = WebhookSettings()
 
 _OPTIONS = (
@@ -83,15 +80,5 @@ def webhook_settings(
     )
 
 
-def webhook_options(command: F) -> F:
-    """Add the options; the command receives them as one `webhook` keyword argument."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("webhook_")}
-        return command(*args, webhook=webhook_settings(**values), **kwargs)
-
-    decorated: Any = wrapper
-    for option in reversed(_OPTIONS):
-        decorated = option(decorated)
-    return decorated  # type: ignore[no-any-return]
+webhook_options = option_group("webhook_", "webhook", _OPTIONS, webhook_settings)
+"""Add the --webhook-* options; the command receives them as one `webhook` keyword argument."""

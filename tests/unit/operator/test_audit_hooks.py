@@ -398,9 +398,9 @@ def options(**given: Any) -> dict[str, Any]:
 
 
 def test_run_options_become_audit_settings(tmp_path: Path) -> None:
-    assert audit_settings(options()) is None
+    assert audit_settings(**options()) is None
     settings = audit_settings(
-        options(audit_dir=tmp_path, audit_syslog="siem:514", audit_failure_policy="continue")
+        **options(audit_dir=tmp_path, audit_syslog="siem:514", audit_failure_policy="continue")
     )
     assert settings is not None
     assert settings.log_file == tmp_path / "audit.log"
@@ -425,4 +425,4 @@ def test_run_options_become_audit_settings(tmp_path: Path) -> None:
 )
 def test_bad_run_options_name_the_fix(given: dict[str, Any], message: str) -> None:
     with pytest.raises(click.UsageError, match=message):
-        audit_settings(options(**given))
+        audit_settings(**options(**given))
