@@ -25,6 +25,7 @@ from sovereign_operator.devcluster import cluster as local
 from sovereign_operator.devcluster import kube, testkit
 from sovereign_operator.devcluster.binaries import BinariesError, ensure_binaries
 from sovereign_operator.devcluster.state import CLUSTER_FILE, ClusterInfo, StateDir
+from tests.integration.helm import Helm
 
 KUBECONFIG_ENV = "SOVEREIGN_KUBECONFIG"
 HERE = Path(__file__).parent
@@ -209,29 +210,6 @@ def kubectl(cluster: IntegrationCluster) -> Callable[..., subprocess.CompletedPr
 
 
 @pytest.fixture
-def helm(
-    cluster: IntegrationCluster, tmp_path: Path
-) -> Callable[..., subprocess.CompletedProcess[str]]:
+def helm(cluster: IntegrationCluster, tmp_path: Path) -> Helm:
     """helm(...) against the cluster, with its cache and config in a temporary folder."""
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),
-        "HELM_CONFIG_HOME": str(tmp_path / "helm-config"),
-        "HELM_DATA_HOME": str(tmp_path / "helm-data"),
-    }
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(cluster.helm), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            pytest.fail(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-        return result
-
-    return run
+    return Helm(cluster.helm, cluster.kubeconfig, tmp_path / "helm")

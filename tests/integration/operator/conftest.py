@@ -9,8 +9,6 @@ ServiceAccount, so every test exercises exactly the chart's RBAC. Tests share th
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +21,10 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from sovereign_operator.devcluster.processes import free_ports
-from sovereign_operator.local import NAMESPACE, RELEASE, OperatorProcess, service_account_kubeconfig
+from sovereign_operator.local import OperatorProcess, service_account_kubeconfig
+from tests.integration.helm import Helm
 
 ROOT = Path(__file__).resolve().parents[3]
-CHART = ROOT / "charts" / "sovereign-operator"
 EXAMPLES = ROOT / "examples"
 GROUP, VERSION, PLURAL = "sovereign.dev", "v1alpha1", "modeldeployments"
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -45,49 +43,6 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
             return last
         time.sleep(0.25)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
-
-@dataclass
-class Helm:
-    binary: Path
-    kubeconfig: Path
-    home: Path
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "HELM_CACHE_HOME": str(self.home / "cache"),
-            "HELM_CONFIG_HOME": str(self.home / "config"),
-            "HELM_DATA_HOME": str(self.home / "data"),
-        }
-        result = subprocess.run(
-            [str(self.binary), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            pytest.fail(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-        return result
-
-    def install_operator_chart(self, chart: Path = CHART, *extra: str) -> None:
-        self(
-            "upgrade",
-            "--install",
-            RELEASE,
-            str(chart),
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-            "--set",
-            "operator.enabled=false",
-            "--wait",
-            "--timeout=120s",
-            *extra,
-        )
 
 
 @pytest.fixture(scope="session")

@@ -21,12 +21,12 @@ from kubernetes.client.exceptions import ApiException
 
 from sovereign_operator.local import NAMESPACE, RELEASE, OperatorProcess
 from sovereign_operator.webhook_config import WEBHOOK_NAME
+from tests.integration.helm import Helm
 from tests.integration.operator.conftest import (
     DIGEST,
     GROUP,
     PLURAL,
     VERSION,
-    Helm,
     Md,
     wait_for,
 )

@@ -12,7 +12,8 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.operator.conftest import CHART, Helm, wait_for
+from tests.integration.helm import CHART, Helm
+from tests.integration.operator.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -148,6 +148,16 @@ def settled(md: Md, namespace: str, name: str, summary: str) -> dict[str, Any]:
     return wait_for(check, 120, f"{name} to settle at {summary}")
 
 
+def delete_and_wait_for_every_group_to_go(
+    api: k8s.ApiClient, md: Md, namespace: str, name: str
+) -> None:
+    k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
+        "sovereign.dev", "v1alpha1", namespace, "modeldeployments", name
+    )
+    wait_for(lambda: not statefulsets(api, namespace, name), 60, "every group to go")
+    wait_for(lambda: not md.engine_pods(namespace, name), 60, "every group pod to go")
+
+
 @pytest.mark.parametrize("backend", ["native", "ray"])
 def test_a_16_gpu_model_gets_a_two_pod_group_on_two_h100_nodes_and_turns_ready(
     backend: str,
@@ -184,11 +194,7 @@ def test_a_16_gpu_model_gets_a_two_pod_group_on_two_h100_nodes_and_turns_ready(
         assert args[args.index("--nnodes") + 1] == "2"
     assert md.get(namespace, "big")["status"]["phase"] == "Ready"
 
-    k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
-        "sovereign.dev", "v1alpha1", namespace, "modeldeployments", "big"
-    )
-    wait_for(lambda: not statefulsets(api, namespace, "big"), 60, "the group to go")
-    wait_for(lambda: not md.engine_pods(namespace, "big"), 60, "the group's pods to go")
+    delete_and_wait_for_every_group_to_go(api, md, namespace, "big")
 
 
 def test_groups_scale_whole_are_replaced_whole_and_all_go_on_delete(
@@ -254,11 +260,7 @@ def test_groups_scale_whole_are_replaced_whole_and_all_go_on_delete(
     assert len(hashes) == 1
     assert len(pods) == 2
 
-    k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
-        "sovereign.dev", "v1alpha1", namespace, "modeldeployments", "fleet"
-    )
-    wait_for(lambda: not statefulsets(api, namespace, "fleet"), 60, "every group to go")
-    wait_for(lambda: not md.engine_pods(namespace, "fleet"), 60, "every group pod to go")
+    delete_and_wait_for_every_group_to_go(api, md, namespace, "fleet")
 
 
 def test_a_group_without_room_is_reported_then_parked_then_brought_back(

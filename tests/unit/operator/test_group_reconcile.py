@@ -3,23 +3,27 @@ against the in-memory cluster (4 nodes of 8 H100 each)."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from sovereign_operator import reconcile as reconcile_module
 from sovereign_operator.observe import ChildRef, PodSnapshot, observe_pod
-from sovereign_operator.reconcile import Outcome, ReconcileContext, reconcile
 from sovereign_operator.render.group_names import GROUP_INDEX_LABEL, POD_INDEX_LABEL
 from sovereign_operator.render.group_statefulset import PARKED_ANNOTATION
 from tests.unit.operator.fakes import H100, FakeCluster, md_body
+from tests.unit.operator.passes import (
+    NOW,
+    condition,
+    count_renders,
+    run_pass,
+    with_status,
+    written_status,
+)
 
 pytestmark = pytest.mark.unit
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 TIMEOUT = 60
 FULL = {f"h100-{i}": 8 for i in range(4)}
 
@@ -32,30 +36,6 @@ def group_body(generation: int = 1, **spec: Any) -> dict[str, Any]:
         multiNode={"placementTimeout": TIMEOUT},
         **spec,
     )
-
-
-def run_pass(
-    cluster: FakeCluster,
-    body: dict[str, Any],
-    pods: tuple[PodSnapshot, ...] = (),
-    now: datetime = NOW,
-    **context: Any,
-) -> Outcome:
-    ctx = ReconcileContext(writer=cluster, now=lambda: now, **context)
-    return asyncio.run(reconcile(body, cluster.observe(pods), ctx))
-
-
-def with_status(cluster: FakeCluster, body: dict[str, Any]) -> dict[str, Any]:
-    key = next(iter(cluster.status))
-    return {**body, "status": copy.deepcopy(cluster.status[key])}
-
-
-def status(cluster: FakeCluster) -> dict[str, Any]:
-    return next(iter(cluster.status.values()))
-
-
-def condition(cluster: FakeCluster, kind: str) -> dict[str, Any]:
-    return next(c for c in status(cluster)["conditions"] if c["type"] == kind)
 
 
 def statefulsets(cluster: FakeCluster) -> dict[str, dict[str, Any]]:
@@ -123,7 +103,7 @@ def test_a_multi_node_plan_creates_one_statefulset_per_group_and_no_deployment()
     (name,) = statefulsets(cluster)
     assert name.startswith("llama-g0-")
     assert statefulsets(cluster)[name]["spec"]["replicas"] == 2
-    current = status(cluster)
+    current = written_status(cluster)
     assert current["plan"]["parallelism"] == "8x2"
     # The scale subresource counts groups: one leader pod per group.
     assert current["selector"] == (
@@ -140,7 +120,7 @@ def test_a_group_is_one_ready_replica_only_when_every_member_is_ready() -> None:
     (sts,) = statefulsets(cluster).values()
     leader_only = group_pods(sts)[:1] + group_pods(sts, ("h100-0", "h100-1"), ready=False)[1:]
     run_pass(cluster, with_status(cluster, body), leader_only)
-    assert status(cluster)["readyReplicas"] == 0
+    assert written_status(cluster)["readyReplicas"] == 0
     assert condition(cluster, "Ready")["status"] == "False"
 
     outcome = run_pass(cluster, with_status(cluster, body), group_pods(sts))
@@ -186,7 +166,7 @@ def test_a_spec_change_replaces_the_group_whole() -> None:
     assert ("apply", f"StatefulSet/{new}") in cluster.writes
     assert ("delete-foreground", f"StatefulSet/{old}") in cluster.writes
     assert not any(w == ("apply", f"StatefulSet/{old}") for w in cluster.writes)
-    assert status(cluster)["readyReplicas"] == 0  # the old group's pods no longer count
+    assert written_status(cluster)["readyReplicas"] == 0  # the old group's pods no longer count
 
 
 def test_an_old_group_still_going_keeps_the_rollout_progressing() -> None:
@@ -204,8 +184,8 @@ def test_an_old_group_still_going_keeps_the_rollout_progressing() -> None:
     progressing = condition(cluster, "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("True", "RollingOut")
     assert "replacing 1 groups of the old template whole" in progressing["message"]
-    assert status(cluster)["readyReplicas"] == 1
-    assert status(cluster)["replicas"] == 2
+    assert written_status(cluster)["readyReplicas"] == 1
+    assert written_status(cluster)["replicas"] == 2
 
 
 def test_a_group_without_room_reports_the_shortage_in_gpus_and_nodes() -> None:
@@ -261,14 +241,7 @@ def test_a_partly_placed_group_is_parked_after_its_timeout_and_released_when_it_
 
 
 def test_parking_is_part_of_the_render_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real = reconcile_module.render_children
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append("render")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(reconcile_module, "render_children", counting)
+    calls = count_renders(monkeypatch)
     cluster = FakeCluster(usage=dict(FULL))
     rendered: dict[Any, Any] = {}
     body = group_body()
@@ -291,7 +264,7 @@ def test_a_crash_looping_member_degrades_the_deployment_naming_its_group() -> No
     degraded = condition(cluster, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "EngineFailing")
     assert f"(group {name}, rank 1)" in degraded["message"]
-    assert status(cluster)["phase"] == "Degraded"
+    assert written_status(cluster)["phase"] == "Degraded"
 
 
 def test_a_waiting_group_asks_for_a_pass_just_after_its_placement_deadline() -> None:

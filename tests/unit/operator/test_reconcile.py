@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import copy
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,27 +9,12 @@ import pytest
 from sovereign_operator import reconcile as reconcile_module
 from sovereign_operator.actions import Written
 from sovereign_operator.hooks import Hooks, OperatorAction, PolicyVerdict
-from sovereign_operator.reconcile import Outcome, ReconcileContext, reconcile
 from sovereign_operator.render import UnsupportedPlanError
 from sovereign_operator.status import parse_previous
-from tests.unit.operator.fakes import MD_UID, FakeCluster, md_body, pod
+from tests.unit.operator.fakes import MD_UID, FakeCluster, md_body
+from tests.unit.operator.passes import count_renders, rolled_out_pod, run_pass, with_status
 
 pytestmark = pytest.mark.unit
-
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-def run_pass(
-    cluster: FakeCluster, body: dict[str, Any], pods: tuple[Any, ...] = (), **context: Any
-) -> Outcome:
-    ctx = ReconcileContext(writer=cluster, now=lambda: NOW, **context)
-    return asyncio.run(reconcile(body, cluster.observe(pods), ctx))
-
-
-def with_status(cluster: FakeCluster, body: dict[str, Any]) -> dict[str, Any]:
-    """The body as the next watch event would bring it: with the status we wrote."""
-    key = next(iter(cluster.status))
-    return {**body, "status": copy.deepcopy(cluster.status[key])}
 
 
 def test_first_pass_creates_children_and_writes_status() -> None:
@@ -59,9 +41,7 @@ def test_a_noop_resync_writes_nothing() -> None:
     cluster = FakeCluster()
     body = md_body()
     run_pass(cluster, body)
-    cluster.roll_out()
-    template = cluster.deployment()["spec"]["template"]["metadata"]["annotations"]
-    ready = pod(template_hash=template["sovereign.dev/template-hash"])
+    ready = rolled_out_pod(cluster)
     run_pass(cluster, with_status(cluster, body), (ready,))
     cluster.writes.clear()
     outcome = run_pass(cluster, with_status(cluster, body), (ready,))
@@ -168,9 +148,7 @@ def test_every_action_and_transition_reaches_the_audit_hook() -> None:
         "Deployment/llama-engine",
     ]
     records.clear()
-    cluster.roll_out()
-    template = cluster.deployment()["spec"]["template"]["metadata"]["annotations"]
-    ready = pod(template_hash=template["sovereign.dev/template-hash"])
+    ready = rolled_out_pod(cluster)
     run_pass(cluster, with_status(cluster, body), (ready,), hooks=Hooks(audit=audit))
     changed = {(r.target, r.extra["status"]) for r in records if r.verb == "condition"}
     assert {("Ready", "True"), ("Progressing", "False"), ("ModelVerified", "True")} <= changed
@@ -189,9 +167,7 @@ def test_a_cache_without_our_last_status_write_causes_no_second_write() -> None:
     statuses: dict[Any, Any] = {}
     body = md_body()
     run_pass(cluster, body, statuses=statuses)
-    cluster.roll_out()
-    template = cluster.deployment()["spec"]["template"]["metadata"]["annotations"]
-    ready = pod(template_hash=template["sovereign.dev/template-hash"])
+    ready = rolled_out_pod(cluster)
     stale = with_status(cluster, body)
     first = run_pass(cluster, stale, (ready,), statuses=statuses)
     assert first.status_written
@@ -206,14 +182,7 @@ def test_a_cache_without_our_last_status_write_causes_no_second_write() -> None:
 
 
 def test_an_unchanged_spec_is_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real = reconcile_module.render_children
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append("render")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(reconcile_module, "render_children", counting)
+    calls = count_renders(monkeypatch)
     cluster = FakeCluster()
     rendered: dict[Any, Any] = {}
     body = md_body()
@@ -242,9 +211,7 @@ def test_a_policy_tightened_later_holds_changes_but_the_running_engine_stays_rea
     cluster = FakeCluster()
     body = md_body()
     run_pass(cluster, body)
-    cluster.roll_out()
-    template = cluster.deployment()["spec"]["template"]["metadata"]["annotations"]
-    ready = pod(template_hash=template["sovereign.dev/template-hash"])
+    ready = rolled_out_pod(cluster)
     run_pass(cluster, with_status(cluster, body), (ready,))
 
     # The policy tightens, and the spec changes: nothing is written but status.
