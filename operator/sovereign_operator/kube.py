@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 FIELD_MANAGER: Final = "sovereign-operator"
 MD_PLURAL: Final = "modeldeployments"
+POLICY_PLURAL: Final = "modelpolicies"
 RETRYABLE: Final = frozenset({409, 429, 500, 502, 503, 504})
 ATTEMPTS: Final = 6
 # How long one cluster-wide pod listing serves shortage messages: they are computed only
@@ -224,24 +225,30 @@ class KubeWriter:
         self.metrics.api_write("delete", ref.kind)
 
     async def patch_status(self, key: DeploymentKey, patch: Mapping[str, Any]) -> None:
-        path = _path(f"{GROUP}/{VERSION}", MD_PLURAL, key.namespace, key.name) + "/status"
+        path = _path(f"{GROUP}/{VERSION}", MD_PLURAL, key.namespace, key.name)
+        await self._merge_status(path, f"ModelDeployment/{key.name}", patch)
+
+    async def patch_policy_status(self, name: str, patch: Mapping[str, Any]) -> None:
+        path = _path(f"{GROUP}/{VERSION}", POLICY_PLURAL, None, name)
+        await self._merge_status(path, f"ModelPolicy/{name}", patch)
+
+    async def _merge_status(self, path: str, what: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch the status subresource; an object deleted meanwhile is fine."""
         try:
             await self._call(
                 "patch",
                 "PATCH",
-                path,
+                path + "/status",
                 body={"status": dict(patch)},
                 content_type="application/merge-patch+json",
             )
         except ApiException as error:
             if error.status == 404:  # deleted meanwhile: nothing left to describe
                 return
-            raise ApiError(
-                f"ModelDeployment/{key.name} status", error.status, _message(error)
-            ) from error
+            raise ApiError(f"{what} status", error.status, _message(error)) from error
         except (TimeoutError, aiohttp.ClientError) as error:
-            raise ApiError(f"ModelDeployment/{key.name} status", None, repr(error)) from error
-        self.metrics.api_write("patch", "ModelDeployment/status")
+            raise ApiError(f"{what} status", None, repr(error)) from error
+        self.metrics.api_write("patch", f"{what.split('/', maxsplit=1)[0]}/status")
 
     async def gpu_usage(self) -> Mapping[str, int]:
         """GPUs requested per node, from one cluster-wide pod listing served by the API

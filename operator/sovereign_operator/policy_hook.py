@@ -23,8 +23,11 @@ from sovereign_operator.api.model_deployment import ModelDeploymentSpec
 from sovereign_operator.api.model_policy import ModelPolicy
 from sovereign_operator.hooks import DeploymentKey, PolicyVerdict
 from sovereign_operator.policy import NamedPolicy, allow_trust_remote_code, applicable
+from sovereign_operator.policy_status import PolicyStanding
 
 POLICY_INDEX: Final = "model_policies"
+POLICY_STATUS_INDEX: Final = "model_policy_statuses"
+"""name -> (metadata.generation, the stored status): what a status write compares with."""
 NAMESPACE_INDEX: Final = "namespace_labels"
 DEPLOYMENT_INDEX: Final = "model_deployments"
 """Owned by handlers/model_deployment.py: (namespace, name) -> snapshot with `spec`."""
@@ -86,6 +89,11 @@ class IndexedPolicies:
     def policies(self) -> tuple[NamedPolicy, ...]:
         return tuple(e for e in self.entries() if isinstance(e, NamedPolicy))
 
+    def stored_status(self, name: str) -> tuple[int | None, Mapping[str, Any]]:
+        """A policy's generation and the status stored on it now."""
+        stored = _first(self._indexes.get(POLICY_STATUS_INDEX), name)
+        return stored if stored is not None else (None, {})
+
     def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
         labels = _first(self._indexes.get(NAMESPACE_INDEX), namespace)
         return dict(labels) if labels is not None else None
@@ -104,6 +112,34 @@ class IndexedPolicies:
             if labels is not None and applicable([policy], labels):
                 chosen.append((namespace, name))
         return chosen
+
+    def standing(self, policy: NamedPolicy) -> PolicyStanding:
+        """The namespaces `policy` selects now, and the deployments there that break it
+        (judged with every policy in force, then attributed, as reconcile judges them)."""
+        index = self._indexes.get(NAMESPACE_INDEX)
+        namespaces = list(index.keys()) if index is not None else []
+        selected = {
+            namespace
+            for namespace in namespaces
+            if applicable([policy], self.namespace_labels(namespace) or {})
+        }
+        deployments = self._indexes.get(DEPLOYMENT_INDEX)
+        violations = []
+        for namespace, name in self.deployments():
+            if namespace not in selected:
+                continue
+            snapshot = _first(deployments, (namespace, name)) or {}
+            try:
+                spec = ModelDeploymentSpec.model_validate(dict(snapshot.get("spec") or {}))
+            except ValidationError:
+                continue  # reported on the deployment itself (InvalidSpec)
+            view = self.view(namespace, name)
+            evaluation = evaluate_view(spec, view, default_image=self.default_image)
+            broken = evaluation.by_policy().get(policy.name) or []
+            if broken:
+                reasons = "; ".join(str(verdict) for verdict in broken)
+                violations.append(f"{namespace}/{name}: {reasons}")
+        return PolicyStanding(len(selected), tuple(sorted(violations)))
 
     def view(self, namespace: str, name: str) -> PolicyView:
         entries = self.entries()

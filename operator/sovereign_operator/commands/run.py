@@ -26,6 +26,7 @@ from sovereign_operator.handlers import autoscaler as autoscaling
 from sovereign_operator.handlers import register_all, watch_probe
 from sovereign_operator.handlers.admission import start_webhook, stop_webhook
 from sovereign_operator.handlers.model_deployment import MD
+from sovereign_operator.handlers.policies import StatusWriter, follow_policy_statuses
 from sovereign_operator.handlers.startup import configure
 from sovereign_operator.health import Health, WatchActivity, health_app, metrics_app, serve
 from sovereign_operator.hooks import Hooks
@@ -59,6 +60,32 @@ async def _follow_audit_health(runtime: Runtime, every: float = AUDIT_HEALTH_POL
         if now != last:
             runtime.wake_all()
             last = now
+
+
+def _start_companions(
+    ready: asyncio.Event,
+    health: Health,
+    runtime: Runtime,
+    indexed: IndexedPolicies,
+    write_policy_status: StatusWriter,
+) -> list[asyncio.Task[None]]:
+    """The small tasks that run beside kopf: readiness, audit health, policy statuses."""
+
+    async def mark_started() -> None:
+        await ready.wait()
+        health.started = True
+        where = ", ".join(runtime.config.namespaces) or "all namespaces"
+        logger.info("operator started; serving %s", where)
+
+    async def keep_policy_statuses() -> None:
+        await ready.wait()  # kopf has started and is filling the indexes
+        await follow_policy_statuses(indexed, write_policy_status)
+
+    return [
+        asyncio.create_task(mark_started(), name="mark started"),
+        asyncio.create_task(_follow_audit_health(runtime), name="audit health"),
+        asyncio.create_task(keep_policy_statuses(), name="policy statuses"),
+    ]
 
 
 async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> None:
@@ -97,15 +124,7 @@ async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> No
         autoscaler = autoscaling.start(
             registry, runtime, api=api, metrics=metrics, post_event=events
         )
-        audit_watch = asyncio.create_task(_follow_audit_health(runtime))
-
-        async def mark_started() -> None:
-            await ready.wait()
-            health.started = True
-            where = ", ".join(config.namespaces) or "all namespaces"
-            logger.info("operator started; serving %s", where)
-
-        started = asyncio.create_task(mark_started())
+        companions = _start_companions(ready, health, runtime, indexed, writer.patch_policy_status)
         try:
             await kopf.operator(
                 registry=registry,
@@ -116,8 +135,8 @@ async def run_operator(config: OperatorConfig, hooks: Hooks | None = None) -> No
                 ready_flag=ready,
             )
         finally:
-            started.cancel()
-            audit_watch.cancel()
+            for task in companions:
+                task.cancel()
             await autoscaling.stop(autoscaler)
             await events.aclose()
     finally:

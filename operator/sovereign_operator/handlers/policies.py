@@ -5,13 +5,19 @@ A policy tightened after a deployment was admitted must show on that deployment 
 (PolicyCompliant=False, new rollouts held), not at the next resync; so must a namespace
 relabelled into (or out of) a policy's namespaceSelector. Each change nudges exactly the
 ModelDeployments it can concern, through the same coalesced pass child events use.
+
+Each policy's own status (what it selects, which deployments break it) is refreshed by
+one operator-wide loop from the indexes, and written only when it changed. Not a
+kopf.timer: kopf puts a finalizer on every object with a timer, and a policy must stay
+deletable while the operator is down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import kopf
@@ -22,15 +28,22 @@ from sovereign_operator.policy import NamedPolicy
 from sovereign_operator.policy_hook import (
     NAMESPACE_INDEX,
     POLICY_INDEX,
+    POLICY_STATUS_INDEX,
     IndexedPolicies,
     PolicyEntry,
+    UnreadablePolicy,
     read_policy,
 )
+from sovereign_operator.policy_status import PolicyStanding, policy_status, status_changed
+from sovereign_operator.reconcile import ApiError
 from sovereign_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 MPOL: Final = (GROUP, VERSION, "modelpolicies")
+STATUS_SECONDS: Final = 10.0
+"""How often every policy's status is recomputed: a sweep of the indexes, no API reads."""
+StatusWriter = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime, policies: IndexedPolicies) -> None:
@@ -48,6 +61,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, policies: Indexe
     @kopf.index(*MPOL, id=POLICY_INDEX, registry=registry)
     async def model_policies(body: kopf.Body, name: str, **_: Any) -> dict[str, PolicyEntry]:
         return {name: read_policy(body)}
+
+    @kopf.index(*MPOL, id=POLICY_STATUS_INDEX, registry=registry)
+    async def model_policy_statuses(body: kopf.Body, name: str, **_: Any) -> dict[str, Any]:
+        meta, status = body.get("metadata") or {}, body.get("status") or {}
+        return {name: (meta.get("generation"), dict(status))}
 
     @kopf.index("v1", "namespaces", id=NAMESPACE_INDEX, registry=registry)
     async def namespace_labels(
@@ -102,3 +120,38 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, policies: Indexe
         if type is None or before is None or before == now:
             return
         await nudge_all(policies.deployments(name), kwargs)
+
+
+async def refresh_policy_statuses(
+    policies: IndexedPolicies, write: StatusWriter, now: datetime
+) -> int:
+    """One round: each policy's status recomputed, written where it changed; how many were."""
+    written = 0
+    for entry in policies.entries():
+        generation, stored = policies.stored_status(entry.name)
+        if isinstance(entry, UnreadablePolicy):
+            problem: str | None = entry.problem
+            standing = PolicyStanding(0, ())
+        else:
+            problem, standing = None, policies.standing(entry)
+        new = policy_status(
+            generation=generation, problem=problem, standing=standing, previous=stored, now=now
+        )
+        if not status_changed(new, stored):
+            continue
+        try:
+            await write(entry.name, new)
+        except ApiError as error:  # the next round tries again
+            logger.warning("could not write ModelPolicy %s status: %s", entry.name, error)
+            continue
+        written += 1
+    return written
+
+
+async def follow_policy_statuses(
+    policies: IndexedPolicies, write: StatusWriter, interval: float = STATUS_SECONDS
+) -> None:
+    """Refresh every policy's status each `interval` seconds, until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        await refresh_policy_statuses(policies, write, datetime.now(UTC))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from sovereign_operator.handlers.policies import STATUS_SECONDS
 from sovereign_operator.local import NAMESPACE, RELEASE, OperatorProcess
 from sovereign_operator.webhook_config import WEBHOOK_NAME
 from tests.integration.helm import Helm
@@ -77,6 +79,22 @@ class Policy:
     def set_prefix(self, prefix: str) -> None:
         patch = {"spec": {"models": {"allowedSources": [{"scheme": "s3", "prefixes": [prefix]}]}}}
         self.objects.patch_cluster_custom_object(GROUP, VERSION, "modelpolicies", self.name, patch)
+
+    def resource_version(self) -> str:
+        body = self.objects.get_cluster_custom_object(GROUP, VERSION, "modelpolicies", self.name)
+        return str(body["metadata"]["resourceVersion"])
+
+    def wait_for_status(self, **expected: Any) -> dict[str, Any]:
+        """The policy's status once its fields have `expected` values (the timer writes it)."""
+
+        def matches() -> dict[str, Any] | None:
+            body = self.objects.get_cluster_custom_object(
+                GROUP, VERSION, "modelpolicies", self.name
+            )
+            status: dict[str, Any] = body.get("status") or {}
+            return status if all(status.get(k) == v for k, v in expected.items()) else None
+
+        return wait_for(matches, PROMPTLY, f"ModelPolicy {self.name} status {expected}")
 
 
 @pytest.fixture
@@ -236,6 +254,7 @@ def engine_gpus(api: k8s.ApiClient, namespace: str, name: str) -> str:
 def test_a_policy_tightened_later_marks_the_deployment_and_holds_new_rollouts(
     policy: Policy,
     namespace: str,
+    kubectl: Any,
     api: k8s.ApiClient,
     api_as: Callable[[str], k8s.ApiClient],
     md: Md,
@@ -254,6 +273,13 @@ def test_a_policy_tightened_later_marks_the_deployment_and_holds_new_rollouts(
     assert "s3://approved/eu-only/" in broken["message"]
     # What runs is kept.
     assert engine_gpus(api, namespace, "llm") == "1"
+    # The policy's own status names what breaks it; `kubectl get mpol` counts it.
+    status = policy.wait_for_status(selectedNamespaces=1, nonCompliantDeployments=1)
+    compliant = {c["type"]: c for c in status["conditions"]}["DeploymentsCompliant"]
+    assert compliant["status"] == "False"
+    assert f"{namespace}/llm: " in compliant["message"]
+    row = kubectl("get", "mpol", policy.name, "--no-headers").stdout.split()
+    assert row[1:3] == ["1", "1"], row
 
     # A change that bypasses admission (the webhook skips the operator's own identity, as
     # its configuration says) still is not rolled out: reconcile checks policy again.
@@ -293,6 +319,11 @@ def test_a_policy_tightened_later_marks_the_deployment_and_holds_new_rollouts(
     policy.set_prefix("s3://approved/")
     relaxed = md.wait_condition(namespace, "llm", "PolicyCompliant", "True", timeout=PROMPTLY)
     assert relaxed["reason"] == "Compliant"
+    policy.wait_for_status(selectedNamespaces=1, nonCompliantDeployments=0)
+    # A round that finds nothing new writes nothing (the operator watches its own writes).
+    version = policy.resource_version()
+    time.sleep(STATUS_SECONDS + 2)
+    assert policy.resource_version() == version
 
 
 def test_a_chart_upgrade_keeps_what_the_operator_registered(
