@@ -247,6 +247,14 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     return private, public
 
 
+def crash(trail: Any) -> None:
+    """What a killed process leaves behind: no seal checkpoint, no writer thread (a live one
+    would wake later to sign an idle checkpoint into a closed file), the file lock released."""
+    trail._queue.put(None)
+    trail._writer.join()
+    trail._file.close()
+
+
 def test_the_chain_continues_across_restarts_and_verifies(
     tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
@@ -262,7 +270,7 @@ def test_the_chain_continues_across_restarts_and_verifies(
     assert second.trail.head == first.trail.head
     asyncio.run(second.record_action(action))
     assert second.trail.head.next_seq > head.next_seq
-    second.trail._file.close()  # a crash: no seal; only the lock is released, as by exit
+    crash(second.trail)
     third = OperatorAudit(open_trail(settings))
     asyncio.run(third.record_action(action))
     third.close()
