@@ -38,7 +38,7 @@ venv: $(STAMP) ## Create the virtual environment (.venv) with the dev extra
 
 .PHONY: test
 test: venv lint crds-check engine-deps ## Lint, type-check, check layer contracts and CRDs, then run every test tier
-	scripts/run_tests.sh $(BIN)
+	$(BIN)/pytest
 
 .PHONY: unit
 unit: venv ## Run the fast unit tier only
