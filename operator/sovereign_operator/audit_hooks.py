@@ -165,6 +165,7 @@ def operator_event(action: OperatorAction) -> AuditEvent:
         model=model,
         reason=action.reason,
         outcome="succeeded" if scale or action.verb in ("apply", "delete") else None,
+        audit_id=action.audit_id,
         details=details,
     )
 

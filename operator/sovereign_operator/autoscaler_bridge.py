@@ -53,7 +53,7 @@ from sovereign_operator.hooks import (
     DeploymentKey,
     OperatorAction,
 )
-from sovereign_operator.kube import _message  # the API server's own words for a refusal
+from sovereign_operator.kube import _message, audit_id_of  # the API server's own words
 from sovereign_operator.metrics import OperatorMetrics
 from sovereign_operator.planning import ENGINE_PORT
 from sovereign_operator.reconcile import ApiError
@@ -217,8 +217,11 @@ def scale_event(decision: Decision) -> tuple[str, str, str]:
     return "Normal", reason, decision.reason.message[:MAX_REASON]
 
 
-def audit_record(key: DeploymentKey, decision: Decision, at: datetime) -> OperatorAction:
-    """The audit record of an applied decision, with the inputs it was taken on."""
+def audit_record(
+    key: DeploymentKey, decision: Decision, at: datetime, audit_id: str | None = None
+) -> OperatorAction:
+    """The audit record of an applied decision, with the inputs it was taken on and the
+    API server's Audit-ID of the /scale patch."""
     reason = decision.reason
     inputs = {k: v for k, v in reason.as_record().items() if v is not None}
     extra = {k: v if isinstance(v, str) else json.dumps(v) for k, v in inputs.items()}
@@ -230,6 +233,7 @@ def audit_record(key: DeploymentKey, decision: Decision, at: datetime) -> Operat
         reason.message,
         at,
         {"from": str(decision.current), "to": str(decision.replicas), **extra},
+        audit_id=audit_id,
     )
 
 
@@ -342,7 +346,7 @@ class ClusterBridge:
         why_held = self._held()
         if why_held is not None:
             raise ScaleHeld(why_held)
-        await self._scale(namespace, name, decision.current, replicas)
+        audit_id = await self._scale(namespace, name, decision.current, replicas)
         logger.info("%s/%s: %s", namespace, name, decision.reason.message)
         at = self._now()
         body = self._bodies.get((namespace, name)) or {}
@@ -357,15 +361,17 @@ class ClusterBridge:
             except Exception:  # Events are best effort; status and audit carry the change
                 logger.exception("%s/%s: posting the scale Event", namespace, name)
         try:
-            await self._audit(audit_record(key, decision, at))
+            await self._audit(audit_record(key, decision, at, audit_id))
         except Exception:  # the audit hook has its own failure policy; the scale stands
             logger.exception("%s/%s: auditing the scale change", namespace, name)
 
-    async def _scale(self, namespace: str, name: str, current: int, replicas: int) -> None:
+    async def _scale(self, namespace: str, name: str, current: int, replicas: int) -> str | None:
+        """Patch /scale; returns the API server's Audit-ID of the patch."""
         try:
             # The generated client passes `_content_type` through **kwargs (its type hints
             # do not list it); without it the list body would be sent as a merge patch.
-            await self._api.patch_namespaced_custom_object_scale(  # type: ignore[call-arg]
+            # `_with_http_info`: (data, status, headers); the headers carry the Audit-ID.
+            answer = await self._api.patch_namespaced_custom_object_scale_with_http_info(  # type: ignore[call-arg]
                 GROUP,
                 VERSION,
                 namespace,
@@ -391,6 +397,7 @@ class ClusterBridge:
             self._metrics.api_error(None, "patch")
             raise ApiError(f"ModelDeployment/{name}/scale", None, repr(error)) from error
         self._metrics.api_write("patch", "ModelDeployment/scale")
+        return audit_id_of(answer[2])
 
     async def report_activity(self, namespace: str, name: str, activity: Activity) -> None:
         """Record the answer for the status writer and ask for a reconcile pass.

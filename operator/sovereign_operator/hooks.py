@@ -85,6 +85,9 @@ class OperatorAction:
     target_uid: str | None = None
     """uid and generation of the child written, from the API server's answer."""
     target_generation: int | None = None
+    audit_id: str | None = None
+    """The API server's Audit-ID of the write: the same request in the API server's audit
+    log. None for what was found rather than written (conditions)."""
 
 
 AuditHook = Callable[[OperatorAction], Awaitable[None]]

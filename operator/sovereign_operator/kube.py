@@ -93,6 +93,13 @@ def _wait(state: RetryCallState) -> float:
     return delay
 
 
+def audit_id_of(headers: Any) -> str | None:
+    """The `Audit-ID` response header (every API server answer carries one): the key of
+    the request in the API server's own audit log."""
+    value = headers.get("Audit-Id") if headers is not None else None
+    return str(value) if value else None
+
+
 def _message(error: ApiException) -> str:
     try:
         body = json.loads(error.body or "{}")
@@ -117,6 +124,8 @@ class KubeWriter:
         self.metrics = metrics
         self._usage: tuple[float, Mapping[str, int]] | None = None
         self._usage_lock = asyncio.Lock()
+        # Audit-IDs of writes not yet taken for their audit record (see take_audit_id).
+        self._audit_ids: dict[ChildRef, str | None] = {}
 
     async def _call(
         self,
@@ -127,7 +136,10 @@ class KubeWriter:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        ref: ChildRef | None = None,
     ) -> Any:
+        """The response body; with `ref`, the API server's Audit-ID of the request that
+        succeeded is kept for `take_audit_id(ref)`, so the audit record can name it."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
@@ -137,7 +149,7 @@ class KubeWriter:
         ):
             with attempt:
                 try:
-                    return await self.api.call_api(
+                    data, _status, answer_headers = await self.api.call_api(
                         path,
                         method,
                         query_params=query or [],
@@ -145,7 +157,7 @@ class KubeWriter:
                         body=body,
                         response_types_map={200: "object", 201: "object", 202: "object"},
                         auth_settings=["BearerToken"],
-                        _return_http_data_only=True,
+                        _return_http_data_only=False,
                         _request_timeout=REQUEST_TIMEOUT,
                     )
                 except ApiException as error:
@@ -154,7 +166,14 @@ class KubeWriter:
                 except (TimeoutError, aiohttp.ClientError):
                     self.metrics.api_error(None, verb)
                     raise
+                if ref is not None:
+                    self._audit_ids[ref] = audit_id_of(answer_headers)
+                return data
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def take_audit_id(self, ref: ChildRef) -> str | None:
+        """The Audit-ID the API server gave the last successful write of `ref`, once."""
+        return self._audit_ids.pop(ref, None)
 
     async def _read(self, path: str, query: list[tuple[str, str]]) -> Any:
         try:
@@ -175,6 +194,7 @@ class KubeWriter:
                 body=manifest,
                 query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
                 content_type="application/apply-patch+yaml",
+                ref=ref,
             )
         except ApiException as error:
             raise ApiError(str(ref), error.status, _message(error)) from error
@@ -214,6 +234,7 @@ class KubeWriter:
                 "DELETE",
                 _path(kind.api_version, kind.plural, ref.namespace, ref.name),
                 body=body,
+                ref=ref,
             )
         except ApiException as error:
             # 404: already gone; 409: the uid differs, so the object we meant is gone.

@@ -89,6 +89,10 @@ class ChildWriter(Protocol):
 
     async def delete(self, ref: ChildRef, uid: str, *, foreground: bool = False) -> None: ...
 
+    def take_audit_id(self, ref: ChildRef) -> str | None:
+        """The API server's Audit-ID of the last write of `ref` (None if unknown), once."""
+        ...
+
     async def patch_status(self, key: DeploymentKey, patch: Mapping[str, Any]) -> None: ...
 
     async def gpu_usage(self) -> Mapping[str, int]:
@@ -391,7 +395,8 @@ async def _execute(
         except ApiError as error:
             return done, responses, error
         done.append(action)
-        await audit(_action_record(key, action, ctx.now(), responses.get(action.ref)))
+        record = _action_record(key, action, ctx.now(), responses.get(action.ref))
+        await audit(replace(record, audit_id=ctx.writer.take_audit_id(action.ref)))
     return done, responses, None
 
 

@@ -313,6 +313,7 @@ class Runtime:
                                 "ModelDeployment deleted",
                                 target_uid=child.uid or None,
                                 target_generation=child.generation or None,
+                                audit_id=self.writer.take_audit_id(child.ref),
                             )
                         )
                 return [str(c.ref) for c in batch]

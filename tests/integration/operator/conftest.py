@@ -9,6 +9,7 @@ ServiceAccount, so every test exercises exactly the chart's RBAC. Tests share th
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from sovereign_operator.devcluster.processes import free_ports
-from sovereign_operator.local import OperatorProcess, service_account_kubeconfig
+from sovereign_operator.local import NAMESPACE, RELEASE, OperatorProcess, service_account_kubeconfig
 from tests.integration.helm import Helm
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -166,6 +167,24 @@ def model_deployment(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     }
     body["spec"].update(copy.deepcopy(spec))
     return body
+
+
+OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
+"""The chart's ServiceAccount: the one identity the operator logs in with in these tests."""
+
+
+def requests_by(logs: Path, username: str) -> list[dict[str, Any]]:
+    """Every request of `username` in the API server's audit log, rotated files included."""
+    found = []
+    for path in sorted(logs.glob("audit*.log")):
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if (
+                entry.get("stage") == "ResponseComplete"
+                and entry["user"].get("username") == username
+            ):
+                found.append(entry)
+    return found
 
 
 @dataclass

@@ -21,12 +21,13 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from sovereign_operator.handlers.policies import STATUS_SECONDS
-from sovereign_operator.local import NAMESPACE, RELEASE, OperatorProcess
+from sovereign_operator.local import RELEASE, OperatorProcess
 from sovereign_operator.webhook_config import WEBHOOK_NAME
 from tests.integration.helm import Helm
 from tests.integration.operator.conftest import (
     DIGEST,
     GROUP,
+    OPERATOR_USER,
     PLURAL,
     VERSION,
     Md,
@@ -35,7 +36,6 @@ from tests.integration.operator.conftest import (
 
 pytestmark = pytest.mark.integration
 
-OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
 SCOPE_LABEL = "sovereign.dev/policy-scope"
 # Quicker than the session operator's 20 s resync: a policy change must act on its own.
 PROMPTLY = 15.0

@@ -32,7 +32,14 @@ from sovereign_operator.audit_hooks import DEFAULT_CONFIGMAP, LOG_NAME
 from sovereign_operator.commands.audit import verify_command
 from sovereign_operator.commands.report import report_command
 from sovereign_operator.local import NAMESPACE, OperatorProcess
-from tests.integration.operator.conftest import DIGEST, Md, model_deployment, wait_for
+from tests.integration.operator.conftest import (
+    DIGEST,
+    OPERATOR_USER,
+    Md,
+    model_deployment,
+    requests_by,
+    wait_for,
+)
 from tests.unit.audit.test_sinks_remote import SyslogReceiver, free_port
 
 pytestmark = pytest.mark.integration
@@ -158,7 +165,7 @@ def _published_key(core: k8s.CoreV1Api) -> str | None:
 
 
 def test_the_children_the_operator_applies_are_recorded_and_the_log_verifies(
-    audited: Audited, model_store: str, namespace: str, md: Md, tmp_path: Path
+    audited: Audited, cluster: Any, model_store: str, namespace: str, md: Md, tmp_path: Path
 ) -> None:
     md.create(model_deployment("audited", namespace))
 
@@ -177,6 +184,17 @@ def test_the_children_the_operator_applies_are_recorded_and_the_log_verifies(
         assert record["details"]["deployment"]["generation"] == 1
     engine = next(r for r in applies if r["object"]["kind"] == "Deployment")
     assert engine["object"]["generation"] == 1
+    if cluster.state is not None:  # the local control plane keeps the API server's audit log
+        # Each record names the very request in the API server's audit log.
+        requests = {e["auditID"]: e for e in requests_by(cluster.state.logs, OPERATOR_USER)}
+        for record in applies:
+            request = requests[record["auditId"]]
+            ref = request["objectRef"]
+            assert (request["verb"], ref["namespace"], ref["name"]) == (
+                "patch",
+                namespace,
+                record["object"]["name"],
+            )
     md.wait_condition(namespace, "audited", "AuditSinkHealthy", "True", timeout=30)
 
     result = audited.verify()

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
-from sovereign_operator.local import NAMESPACE, RELEASE, OperatorProcess
-from tests.integration.operator.conftest import Md, model_deployment, wait_for
+from sovereign_operator.local import OperatorProcess
+from tests.integration.operator.conftest import (
+    OPERATOR_USER,
+    Md,
+    model_deployment,
+    requests_by,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-USER = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
-
-
-def requests_by(logs: Path, username: str) -> list[dict[str, Any]]:
-    """Every request of `username` in the API server's audit log, rotated files included."""
-    found = []
-    for path in sorted(logs.glob("audit*.log")):
-        for line in path.read_text().splitlines():
-            entry = json.loads(line)
-            if (
-                entry.get("stage") == "ResponseComplete"
-                and entry["user"].get("username") == username
-            ):
-                found.append(entry)
-    return found
 
 
 def refused_by_rbac(entry: dict[str, Any]) -> bool:
@@ -65,7 +54,7 @@ def test_create_scale_update_delete_as_the_charts_service_account_see_no_403(
     probe = kubectl("delete", "node", "no-such-node", kubeconfig=operator_install, check=False)
     assert "forbidden" in probe.stderr.lower(), probe.stderr
 
-    entries = requests_by(cluster.state.logs, USER)
+    entries = requests_by(cluster.state.logs, OPERATOR_USER)
     verbs = {(e["verb"], e["objectRef"].get("resource")) for e in entries if "objectRef" in e}
     # The identity really did the work (not some other credential)...
     assert {

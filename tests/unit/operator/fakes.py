@@ -87,12 +87,15 @@ class FakeCluster:
     applied: list[dict[str, Any]] = field(default_factory=list)
     """Every manifest as reconcile sent it."""
     _uids: Any = field(default_factory=lambda: itertools.count(1))
+    audit_ids: dict[ChildRef, str] = field(default_factory=dict)
+    """Like the API server's Audit-ID header: one per write, `audit-N` for the Nth write."""
 
     async def apply(self, manifest: Mapping[str, Any]) -> Mapping[str, Any]:
         ref = ChildRef.of(manifest)
         if ref.kind in self.refuse:
             raise ApiError(str(ref), self.refuse[ref.kind], "refused by the test")
         self.writes.append(("apply", str(ref)))
+        self.audit_ids[ref] = f"audit-{len(self.writes)}"
         self.applied.append(copy.deepcopy(dict(manifest)))
         stored = copy.deepcopy(dict(manifest))
         old = self.objects.get(ref)
@@ -110,6 +113,7 @@ class FakeCluster:
 
     async def delete(self, ref: ChildRef, uid: str, *, foreground: bool = False) -> None:
         self.writes.append(("delete-foreground" if foreground else "delete", str(ref)))
+        self.audit_ids[ref] = f"audit-{len(self.writes)}"
         if ref in self.objects and self.objects[ref]["metadata"]["uid"] == uid:
             del self.objects[ref]
 
@@ -124,6 +128,9 @@ class FakeCluster:
 
     async def gpu_usage(self) -> Mapping[str, int]:
         return dict(self.usage)
+
+    def take_audit_id(self, ref: ChildRef) -> str | None:
+        return self.audit_ids.pop(ref, None)
 
     def observe(self, pods: tuple[PodSnapshot, ...] = ()) -> Observation:
         children: list[ObservedChild] = [observe_child(obj) for obj in self.objects.values()]

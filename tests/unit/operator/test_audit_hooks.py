@@ -72,9 +72,12 @@ def test_an_apply_names_the_child_with_its_uid_generation_owner_and_model() -> N
         model_digest=DIGEST,
         target_uid="child-uid",
         target_generation=1,
+        audit_id="0d4c5a3e-5f0b-4c1e-9a53-3f1f1b0f6a10",
     )
     record = wire(operator_event(action))
     assert record["actor"] == {"kind": "operator", "username": "sovereign-operator"}
+    # The same request in the API server's audit log.
+    assert record["auditId"] == "0d4c5a3e-5f0b-4c1e-9a53-3f1f1b0f6a10"
     assert record["action"] == "apply"
     assert record["object"] == {
         "kind": "Deployment",

@@ -351,7 +351,7 @@ class FakeScaleApi:
         self.status = status
         self.patches: list[tuple[str, str, Any, str]] = []
 
-    async def patch_namespaced_custom_object_scale(
+    async def patch_namespaced_custom_object_scale_with_http_info(
         self,
         _group: str,
         _version: str,
@@ -360,10 +360,11 @@ class FakeScaleApi:
         name: str,
         body: Any,
         **kw: Any,
-    ) -> None:
+    ) -> tuple[Any, int, dict[str, str]]:
         if self.status is not None:
             raise ApiException(status=self.status, reason="Unprocessable Entity")
         self.patches.append((namespace, name, body, kw["_content_type"]))
+        return {}, 200, {"Audit-Id": f"audit-{len(self.patches)}"}
 
 
 def test_a_scale_change_writes_scale_then_last_scale_event_and_audit() -> None:
@@ -407,7 +408,9 @@ def test_a_scale_change_writes_scale_then_last_scale_event_and_audit() -> None:
             )
         ]
         assert [(e[0]["metadata"]["name"], e[2]) for e in posted] == [("llm", "ScaledUp")]
-        assert [(a.target, a.extra["to"]) for a in audited] == [("ModelDeployment/llm/scale", "3")]
+        assert [(a.target, a.extra["to"], a.audit_id) for a in audited] == [
+            ("ModelDeployment/llm/scale", "3", "audit-1")
+        ]
 
         # Someone changed replicas since: the JSON patch's test fails, nothing else is written.
         made._api = FakeScaleApi(status=422)  # type: ignore[assignment]

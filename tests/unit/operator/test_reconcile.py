@@ -147,6 +147,9 @@ def test_every_action_and_transition_reaches_the_audit_hook() -> None:
         "PodDisruptionBudget/llama-engine",
         "Deployment/llama-engine",
     ]
+    # Each write's record names the API server's Audit-ID of that very request.
+    assert [r.audit_id for r in records if r.verb == "apply"] == [f"audit-{n}" for n in range(1, 6)]
+    assert cluster.audit_ids == {}  # each taken once, nothing left behind
     records.clear()
     ready = rolled_out_pod(cluster)
     run_pass(cluster, with_status(cluster, body), (ready,), hooks=Hooks(audit=audit))
