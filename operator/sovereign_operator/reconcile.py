@@ -9,310 +9,45 @@ writer is `kube.KubeWriter` in the operator and an in-memory fake in unit tests.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
 
 from sovereign_operator.actions import Action, Apply, Written, plan_actions
-from sovereign_operator.api.model_deployment import (
-    ModelDeploymentSpec,
-    ModelDeploymentStatus,
-    PlanStatus,
-)
-from sovereign_operator.api.problems import InvalidSpec, parse
-from sovereign_operator.capacity import gpu_shortage, gpus_per_node_by_type
+from sovereign_operator.api.model_deployment import ModelDeploymentSpec, PlanStatus
+from sovereign_operator.desired import Desired, GpuUsage, desired_state, gpu_shortage_for
 from sovereign_operator.groups import (
     ObservedGroup,
     current_groups,
-    decide_parking,
     next_placement_deadline,
     observe_groups,
-    parking_pending,
-    shortage_of,
     summarize,
 )
-from sovereign_operator.hooks import (
-    AuditHook,
-    DeploymentKey,
-    Hooks,
-    OperatorAction,
-    PolicyVerdict,
-)
-from sovereign_operator.observe import (
-    WORKLOAD_KINDS,
-    ChildRef,
-    NodeSnapshot,
-    ObservedChild,
-    PodSnapshot,
-)
-from sovereign_operator.planning import (
-    DEFAULT_ENGINE_IMAGE,
-    ENGINE_PORT,
-    ClusterFacts,
-    ServingPlan,
-    plan,
-)
-from sovereign_operator.render import (
-    Manifest,
-    Owner,
-    RenderOptions,
-    UnsupportedPlanError,
-    render_children,
+from sovereign_operator.hooks import AuditHook, DeploymentKey, OperatorAction, PolicyVerdict
+from sovereign_operator.observe import WORKLOAD_KINDS, ChildRef
+from sovereign_operator.planning import ENGINE_PORT, ServingPlan
+from sovereign_operator.reconcile_context import (
+    ApiError,
+    ChildWriter,
+    Observation,
+    Outcome,
+    ReconcileContext,
+    StatusMemo,
 )
 from sovereign_operator.render.group_names import leader_selector
 from sovereign_operator.render.meta import engine_name, selector_labels, service_name
-from sovereign_operator.status import (
-    Observed,
-    Refusal,
-    Transition,
-    compute_status,
-    parse_previous,
-    status_patch,
-)
+from sovereign_operator.status import Observed, compute_status, parse_previous, status_patch
 
-
-class ApiError(Exception):
-    """A request the API server refused or never answered (after retries), with what it said."""
-
-    def __init__(self, target: str, code: int | None, message: str) -> None:
-        self.target = target
-        self.code = code
-        super().__init__(f"{target}: {code or 'no response'}: {message}")
-
-
-class ChildWriter(Protocol):
-    """The writes (and the one cluster-wide read) reconcile needs."""
-
-    async def apply(self, manifest: Manifest) -> Mapping[str, Any]: ...
-
-    async def delete(self, ref: ChildRef, uid: str, *, foreground: bool = False) -> None: ...
-
-    def take_audit_id(self, ref: ChildRef) -> str | None:
-        """The API server's Audit-ID of the last write of `ref` (None if unknown), once."""
-        ...
-
-    async def patch_status(self, key: DeploymentKey, patch: Mapping[str, Any]) -> None: ...
-
-    async def gpu_usage(self) -> Mapping[str, int]:
-        """nvidia.com/gpu requested per node by all scheduled pods in the cluster."""
-        ...
-
-
-@dataclass(frozen=True)
-class Observation:
-    """This ModelDeployment's children and engine pods, and the cluster's nodes."""
-
-    children: Sequence[ObservedChild] = ()
-    pods: Sequence[PodSnapshot] = ()
-    nodes: Sequence[NodeSnapshot] = ()
-
-
-@dataclass
-class StatusMemo:
-    """The status we last wrote, and the ones it replaced (most recent last).
-
-    Watch-driven passes read the ModelDeployment from a cache that may not have our own
-    last status write yet. Seeing a status we already replaced means "stale", not "someone
-    changed it": the pass then continues from what we wrote, so it neither repeats the
-    write nor posts the same transition Event twice.
-    """
-
-    written: ModelDeploymentStatus
-    superseded: list[ModelDeploymentStatus | None] = field(default_factory=list)
-
-    KEEP: ClassVar[int] = 8
-
-    def resolve(self, observed: ModelDeploymentStatus | None) -> ModelDeploymentStatus | None:
-        return self.written if observed in self.superseded else observed
-
-    def record(
-        self, replaced: ModelDeploymentStatus | None, written: ModelDeploymentStatus
-    ) -> None:
-        self.superseded = [*self.superseded, replaced, self.written][-self.KEEP :]
-        self.written = written
-
-
-@dataclass(frozen=True)
-class ReconcileContext:
-    writer: ChildWriter
-    options: RenderOptions = field(default_factory=RenderOptions)
-    hooks: Hooks = field(default_factory=Hooks)
-    default_image: str = DEFAULT_ENGINE_IMAGE
-    now: Callable[[], datetime] = lambda: datetime.now(UTC)
-    written: MutableMapping[ChildRef, Written] = field(default_factory=dict)
-    """Our last write of each child; shared across passes, cleared when a child is deleted."""
-    statuses: MutableMapping[tuple[str, str], StatusMemo] = field(default_factory=dict)
-    """Our last status write per ModelDeployment (namespace, name)."""
-    rendered: MutableMapping[tuple[str, str], tuple[tuple[Hashable, Hashable], _Desired]] = field(
-        default_factory=dict
-    )
-    """The last rendering per ModelDeployment and what it was rendered from: (the spec and
-    cluster facts it was planned from, the groups it parked)."""
-    monotonic: Callable[[], float] = time.monotonic
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one pass did and found."""
-
-    key: DeploymentKey
-    actions: tuple[Action, ...] = ()
-    transitions: tuple[Transition, ...] = ()
-    status_written: bool = False
-    phase: str = ""
-    desired_replicas: int = 0
-    ready_replicas: int = 0
-    error: ApiError | None = None
-    refused: bool = False
-    recheck_after: float | None = None
-    """Seconds until a deadline this pass found (a group's placement timeout) runs out: the
-    operator passes again then, since no watch event marks that moment."""
-
-    @property
-    def writes(self) -> int:
-        return len(self.actions) + int(self.status_written)
-
-    @property
-    def result(self) -> str:
-        """For metrics: error, refused, changed (something written) or noop."""
-        if self.error is not None:
-            return "error"
-        if self.refused:
-            return "refused"
-        return "changed" if self.writes else "noop"
-
-
-@dataclass(frozen=True)
-class _Desired:
-    spec: ModelDeploymentSpec | None
-    plan: ServingPlan | None = None
-    children: tuple[Manifest, ...] = ()
-    refusal: Refusal | None = None
-    parked: Mapping[str, str] = field(default_factory=dict)
-    """Multi-node groups rendered with no pods after their placement timeout -> why."""
-
-    @property
-    def multi_node(self) -> bool:
-        return self.plan is not None and self.plan.topology == "multi-node"
-
-
-class _Usage:
-    """The cluster's GPU usage, read at most once per pass and only when a pass needs it
-    (it is a cluster-wide read)."""
-
-    def __init__(self, writer: ChildWriter) -> None:
-        self._writer = writer
-        self._read = False
-        self._value: Mapping[str, int] | None = None
-
-    async def get(self) -> Mapping[str, int] | None:
-        """None when the API server did not answer (callers then say less, not wrong)."""
-        if not self._read:
-            self._read = True
-            try:
-                self._value = await self._writer.gpu_usage()
-            except ApiError:
-                self._value = None
-        return self._value
-
-
-async def _desired(
-    key: DeploymentKey,
-    generation: int,
-    raw_spec: Any,
-    observation: Observation,
-    *,
-    groups: Sequence[ObservedGroup],
-    ctx: ReconcileContext,
-    usage: _Usage,
-) -> tuple[_Desired, PolicyVerdict | None]:
-    try:
-        spec = parse(ModelDeploymentSpec, raw_spec, prefix="spec")
-    except InvalidSpec as invalid:
-        return _Desired(None, refusal=Refusal("InvalidSpec", str(invalid))), None
-    # A policy violation is not a refusal here: the spec is still planned, so the status
-    # can tell what runs from what is held (see `_policy_hold`).
-    verdict = await ctx.hooks.policy(key, spec)
-    facts = ClusterFacts(
-        gpus_per_node_by_type=gpus_per_node_by_type(observation.nodes),
-        default_image=ctx.default_image,
-        allow_trust_remote_code=verdict.allow_trust_remote_code,
-    )
-    # Rendering (and hashing every child) is most of a pass's cost, and watch-driven passes
-    # repeat it for an unchanged spec: reuse it while nothing it depends on has changed.
-    # A spec change always bumps metadata.generation.
-    source = (
-        key.uid,
-        generation,
-        tuple(sorted(facts.gpus_per_node_by_type.items())),
-        facts.default_image,
-        facts.allow_trust_remote_code,
-    )
-    # Parked groups change the rendering without a spec change, so they are part of the key.
-    cached = ctx.rendered.get((key.namespace, key.name))
-    previous = cached[1] if cached is not None and cached[0][0] == source else None
-    planned = previous or _plan(key, spec, facts)
-    parked = await _parking(
-        planned, groups, observation=observation, ctx=ctx, usage=usage, previous=previous
-    )
-    rendering = (source, tuple(sorted(parked.items())))
-    if cached is not None and cached[0] == rendering:
-        return cached[1], verdict
-    desired = _render(key, planned, parked, ctx)
-    ctx.rendered[(key.namespace, key.name)] = (rendering, desired)
-    return desired, verdict
-
-
-def _plan(key: DeploymentKey, spec: ModelDeploymentSpec, facts: ClusterFacts) -> _Desired:
-    try:
-        return _Desired(spec, plan(key.name, key.namespace, spec, facts))
-    except InvalidSpec as invalid:
-        return _Desired(spec, refusal=Refusal("InvalidSpec", str(invalid).replace("\n", "; ")))
-
-
-def _render(
-    key: DeploymentKey, planned: _Desired, parked: Mapping[str, str], ctx: ReconcileContext
-) -> _Desired:
-    serving = planned.plan
-    if planned.refusal is not None or serving is None:
-        return planned
-    owner = Owner.model_deployment(key.name, key.uid)
-    try:
-        children = render_children(serving, ctx.options, owner, parked)
-    except UnsupportedPlanError as unsupported:
-        return _Desired(planned.spec, serving, refusal=Refusal("UnsupportedPlan", str(unsupported)))
-    return _Desired(planned.spec, serving, tuple(children), parked=dict(parked))
-
-
-async def _parking(
-    planned: _Desired,
-    groups: Sequence[ObservedGroup],
-    *,
-    observation: Observation,
-    ctx: ReconcileContext,
-    usage: _Usage,
-    previous: _Desired | None,
-) -> dict[str, str]:
-    """The multi-node groups to render with no pods (see `groups.decide_parking`)."""
-    serving = planned.plan
-    if planned.refusal is not None or serving is None or not planned.multi_node:
-        return {}
-    now = ctx.now()
-    timeout = timedelta(seconds=serving.spec.multi_node.placement_timeout)
-    current = current_groups(groups, serving.template_hash)
-    if not parking_pending(current, now, timeout):
-        return {}
-    return decide_parking(
-        current,
-        now,
-        timeout,
-        nodes=observation.nodes,
-        used=await usage.get(),
-        pods_per_group=serving.pods_per_replica,
-        previous=previous.parked if previous is not None else {},
-    )
+__all__ = [  # the pass's vocabulary, for callers that import it from here
+    "ApiError",
+    "ChildWriter",
+    "Observation",
+    "Outcome",
+    "ReconcileContext",
+    "StatusMemo",
+    "reconcile",
+]
 
 
 def plan_status(serving: ServingPlan) -> PlanStatus:
@@ -338,35 +73,6 @@ def selector(name: str, multi_node: bool = False) -> str:
     for multi-node plans only the groups' leaders, one pod per replica."""
     labels = leader_selector(name) if multi_node else selector_labels(name)
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
-async def _shortage(
-    stuck: Sequence[PodSnapshot],
-    desired: _Desired,
-    groups: Sequence[ObservedGroup],
-    nodes: Sequence[NodeSnapshot],
-    usage: _Usage,
-) -> str | None:
-    """What the cluster lacks for the pods that cannot be placed, or for a parked group
-    (whose pods are gone) to come back; None when GPUs are not what is missing."""
-    if not stuck and not desired.parked:
-        return None
-    used = await usage.get()
-    if used is None:
-        return None  # the scheduler's own message is still reported
-    if desired.multi_node and desired.plan is not None:
-        first = stuck[0] if stuck else None
-        found = shortage_of(
-            first,
-            groups,
-            parked=desired.parked,
-            nodes=nodes,
-            used=used,
-            pods_per_group=desired.plan.pods_per_replica,
-        )
-        if found is not None or first is None or first.group:
-            return found
-    return gpu_shortage(stuck[0], nodes, used) if stuck else None
 
 
 async def _execute(
@@ -473,8 +179,8 @@ async def reconcile(
         return Outcome(key)
     generation = int(meta.get("generation") or 0)
     groups = observe_groups(observation.children, observation.pods, key.uid)
-    usage = _Usage(ctx.writer)
-    desired, verdict = await _desired(
+    usage = GpuUsage(ctx.writer)
+    desired, verdict = await desired_state(
         key, generation, md.get("spec"), observation, groups=groups, ctx=ctx, usage=usage
     )
     actions: list[Action] = []
@@ -507,7 +213,7 @@ async def reconcile(
         for p in observation.pods
         if p.unschedulable and p.template_hash == template_hash and not p.deleting
     ]
-    shortage = await _shortage(stuck, desired, groups, observation.nodes, usage)
+    shortage = await gpu_shortage_for(stuck, desired, groups, observation.nodes, usage)
     observed = Observed(
         generation=generation,
         spec=spec,
@@ -579,7 +285,7 @@ def _policy_hold(verdict: PolicyVerdict | None) -> str | None:
 
 
 def _placement_recheck(
-    desired: _Desired, groups: Sequence[ObservedGroup], now: datetime
+    desired: Desired, groups: Sequence[ObservedGroup], now: datetime
 ) -> float | None:
     serving = desired.plan
     if not desired.multi_node or serving is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sovereign_operator import reconcile as reconcile_module
+from sovereign_operator import desired as desired_module
 from sovereign_operator.observe import PodSnapshot
 from sovereign_operator.reconcile import Outcome, ReconcileContext, reconcile
 from tests.unit.operator.fakes import FakeCluster, pod
@@ -53,11 +53,11 @@ def rolled_out_pod(cluster: FakeCluster) -> PodSnapshot:
 def count_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """A list that gains one entry each time reconcile renders children."""
     calls: list[str] = []
-    real = reconcile_module.render_children
+    real = desired_module.render_children
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append("render")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reconcile_module, "render_children", counting)
+    monkeypatch.setattr(desired_module, "render_children", counting)
     return calls

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sovereign_operator import reconcile as reconcile_module
+from sovereign_operator import desired as desired_module
 from sovereign_operator.actions import Written
 from sovereign_operator.hooks import Hooks, OperatorAction, PolicyVerdict
 from sovereign_operator.render import UnsupportedPlanError
@@ -79,7 +79,7 @@ def test_a_plan_render_cannot_serve_yet_is_reported_not_raised_and_changes_nothi
         raise UnsupportedPlanError("llama: engine kind x needs its own serve command")
 
     # Every engine kind the API knows is rendered today; a new one would be refused so.
-    monkeypatch.setattr(reconcile_module, "render_children", unsupported)
+    monkeypatch.setattr(desired_module, "render_children", unsupported)
     outcome = run_pass(cluster, md_body(generation=2, replicas=2))
     assert [w for w in cluster.writes if w[0] != "status"] == []
     assert cluster.deployment()["spec"]["replicas"] == 1
