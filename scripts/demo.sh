@@ -114,6 +114,7 @@ up() {
     --metrics-port "$metrics_port" --health-port "$health_port" \
     --webhook-host 127.0.0.1 --webhook-port "$webhook_port" --webhook-cert-dir "$demo/webhook" \
     --audit-dir "$demo/audit" --audit-signing-key "$demo/audit-key.pem" \
+    --audit-checkpoint-seconds 10 \
     >"$demo/operator.log" 2>&1 &
   echo $! >"$demo/operator.pid"
   for _ in $(seq 150); do
@@ -155,6 +156,10 @@ Explore (in this shell: export KUBECONFIG=$KUBECONFIG PATH="$bin:\$PATH"):
   kubectl get deploy,pods,svc,networkpolicy,pdb -n clinical-ai -l app.kubernetes.io/managed-by=sovereign-operator
   kubectl scale md/llama3-8b -n clinical-ai --replicas=2
   kubectl delete deploy llama3-8b-engine -n clinical-ai   # watch the operator restore it
+  kubectl apply -f examples/modelpolicy-regulated.yaml    # then put the namespace under it:
+  kubectl label ns clinical-ai data-classification=restricted
+  kubectl get md,mpol -A                              # POLICY PolicyViolation; what breaks it:
+  kubectl describe mpol regulated-workloads           # (running engines stay, rollouts are held)
   curl -s http://127.0.0.1:$metrics_port/metrics | grep ^sovereign_operator
   .venv/bin/sovereign audit verify $demo/audit/audit.log* --public-key $demo/audit-key.pub
   .venv/bin/sovereign report clinical-ai/llama3-70b --audit-dir $demo/audit --public-key $demo/audit-key.pub

@@ -203,6 +203,8 @@ def model_deployment_crd() -> Schema:
             _column("TPxPP", ".status.plan.parallelism"),
             _column("Ready", ".status.readySummary"),
             _column("Phase", ".status.phase"),
+            # Compliant, NoPolicy or PolicyViolation: a held rollout shows at a glance.
+            _column("Policy", '.status.conditions[?(@.type=="PolicyCompliant")].reason'),
             _column("Age", ".metadata.creationTimestamp", "date"),
             _column("Endpoint", ".status.endpoint", priority=1),
         ],

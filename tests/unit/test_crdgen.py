@@ -82,7 +82,7 @@ def test_scale_subresource_and_columns() -> None:
         "labelSelectorPath": ".status.selector",
     }
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names[:6] == ["Model", "GPUs", "TPxPP", "Ready", "Phase", "Age"]
+    assert names[:7] == ["Model", "GPUs", "TPxPP", "Ready", "Phase", "Policy", "Age"]
     assert model_deployment_crd()["spec"]["names"]["shortNames"] == ["md"]
     assert model_policy_crd()["spec"]["scope"] == "Cluster"
 

@@ -40,7 +40,7 @@ def test_example_becomes_ready_on_fake_gpu_nodes(
     kubectl("wait", "--for=condition=Ready", f"md/{name}", "-n", namespace, "--timeout=90s")
     row = kubectl("get", "md", name, "-n", namespace, "--no-headers").stdout.split()
     assert row[0] == name
-    assert row[2:6] == [str(gpus), parallelism, "1/1", "Ready"]
+    assert row[2:7] == [str(gpus), parallelism, "1/1", "Ready", "NoPolicy"]
 
     children = md.children(namespace, name)
     assert {kind: len(items) for kind, items in children.items()} == {
