@@ -28,7 +28,7 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --native-tls --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --native-tls --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: venv
