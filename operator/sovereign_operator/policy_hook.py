@@ -113,33 +113,38 @@ class IndexedPolicies:
                 chosen.append((namespace, name))
         return chosen
 
-    def standing(self, policy: NamedPolicy) -> PolicyStanding:
-        """The namespaces `policy` selects now, and the deployments there that break it
-        (judged with every policy in force, then attributed, as reconcile judges them)."""
+    def standings(self) -> dict[str, PolicyStanding]:
+        """Per readable policy: the namespaces it selects now, and the deployments there
+        that break it. Each deployment is judged once, with every policy in force (as
+        reconcile judges it), and each verdict attributed to the policies it names."""
+        policies = self.policies()
         index = self._indexes.get(NAMESPACE_INDEX)
-        namespaces = list(index.keys()) if index is not None else []
-        selected = {
-            namespace
-            for namespace in namespaces
-            if applicable([policy], self.namespace_labels(namespace) or {})
-        }
+        selected: dict[str, set[str]] = {p.name: set() for p in policies}
+        for namespace in list(index.keys()) if index is not None else []:
+            for policy in applicable(policies, self.namespace_labels(namespace) or {}):
+                selected[policy.name].add(namespace)
+        covered = set().union(*selected.values())
         deployments = self._indexes.get(DEPLOYMENT_INDEX)
-        violations = []
+        violations: dict[str, list[str]] = {p.name: [] for p in policies}
         for namespace, name in self.deployments():
-            if namespace not in selected:
+            if namespace not in covered:
                 continue
             snapshot = _first(deployments, (namespace, name)) or {}
             try:
                 spec = ModelDeploymentSpec.model_validate(dict(snapshot.get("spec") or {}))
             except ValidationError:
                 continue  # reported on the deployment itself (InvalidSpec)
-            view = self.view(namespace, name)
-            evaluation = evaluate_view(spec, view, default_image=self.default_image)
-            broken = evaluation.by_policy().get(policy.name) or []
-            if broken:
-                reasons = "; ".join(str(verdict) for verdict in broken)
-                violations.append(f"{namespace}/{name}: {reasons}")
-        return PolicyStanding(len(selected), tuple(sorted(violations)))
+            evaluation = evaluate_view(
+                spec, self.view(namespace, name), default_image=self.default_image
+            )
+            for policy_name, broken in evaluation.by_policy().items():
+                if broken and policy_name in violations:
+                    reasons = "; ".join(str(verdict) for verdict in broken)
+                    violations[policy_name].append(f"{namespace}/{name}: {reasons}")
+        return {
+            policy_name: PolicyStanding(len(namespaces), tuple(sorted(violations[policy_name])))
+            for policy_name, namespaces in selected.items()
+        }
 
     def view(self, namespace: str, name: str) -> PolicyView:
         entries = self.entries()

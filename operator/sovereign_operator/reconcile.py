@@ -101,13 +101,17 @@ async def _execute(
         except ApiError as error:
             return done, responses, error
         done.append(action)
-        record = _action_record(key, action, ctx.now(), responses.get(action.ref))
-        await audit(replace(record, audit_id=ctx.writer.take_audit_id(action.ref)))
+        audit_id = ctx.writer.take_audit_id(action.ref)
+        await audit(_action_record(key, action, ctx.now(), responses.get(action.ref), audit_id))
     return done, responses, None
 
 
 def _action_record(
-    key: DeploymentKey, action: Action, now: datetime, response: Mapping[str, Any] | None
+    key: DeploymentKey,
+    action: Action,
+    now: datetime,
+    response: Mapping[str, Any] | None,
+    audit_id: str | None,
 ) -> OperatorAction:
     if isinstance(action, Apply):
         detail = ", ".join(action.drift[:8])
@@ -121,6 +125,7 @@ def _action_record(
             now,
             target_uid=meta.get("uid"),
             target_generation=meta.get("generation"),
+            audit_id=audit_id,
         )
     return OperatorAction(
         key,
@@ -130,6 +135,7 @@ def _action_record(
         "",
         now,
         target_uid=action.child.uid or None,
+        audit_id=audit_id,
     )
 
 

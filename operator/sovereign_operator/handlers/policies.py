@@ -127,13 +127,11 @@ async def refresh_policy_statuses(
 ) -> int:
     """One round: each policy's status recomputed, written where it changed; how many were."""
     written = 0
+    standings = policies.standings()  # every deployment judged once for all policies
     for entry in policies.entries():
         generation, stored = policies.stored_status(entry.name)
-        if isinstance(entry, UnreadablePolicy):
-            problem: str | None = entry.problem
-            standing = PolicyStanding(0, ())
-        else:
-            problem, standing = None, policies.standing(entry)
+        problem = entry.problem if isinstance(entry, UnreadablePolicy) else None
+        standing = standings.get(entry.name, PolicyStanding(0, ()))
         new = policy_status(
             generation=generation, problem=problem, standing=standing, previous=stored, now=now
         )

@@ -36,7 +36,7 @@ def test_the_standing_counts_selected_namespaces_and_names_each_breaking_deploym
         ("clinical", "rogue"): raw_spec("s3://elsewhere/llama"),
         ("lab", "toy"): raw_spec("s3://elsewhere/llama"),  # lab is not selected
     }
-    standing = hooked(approved_only(), deployments=deployments).standing(approved_only())
+    standing = hooked(approved_only(), deployments=deployments).standings()["approved-only"]
     assert standing.selected_namespaces == 1
     (violation,) = standing.violations
     assert violation.startswith("clinical/rogue: ")
@@ -47,8 +47,9 @@ def test_a_violation_is_attributed_only_to_the_policy_it_breaks() -> None:
     strict = approved_only("strict")
     capped = approved_only("capped", limits={"maxGpusPerDeployment": 2})
     hook = hooked(strict, capped, deployments={("clinical", "big"): raw_spec(gpus=4)})
-    assert hook.standing(strict).violations == ()
-    (violation,) = hook.standing(capped).violations
+    standings = hook.standings()
+    assert standings["strict"].violations == ()
+    (violation,) = standings["capped"].violations
     assert violation.startswith("clinical/big: ")
 
 
